@@ -1,0 +1,59 @@
+"""Helpers checkers use to compare a learner's output with the reference and explain the difference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mmllm_course.grading.core import CheckFailed
+
+
+def _fmt_shape(t: torch.Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+def expect_tensor(
+    got: Any,
+    expected: torch.Tensor,
+    what: str,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    check_dtype: bool = True,
+) -> None:
+    """Raise :class:`CheckFailed` saying how ``got`` differs from ``expected`` (type, shape, dtype, values).
+
+    ``what`` names the case in the message, e.g. ``"patchify(images (2, 3, 8, 8), patch_size=4)"``.
+    """
+    if got is None:
+        raise CheckFailed(f"{what} returned None: did you forget `return`?")
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"{what} returned a {type(got).__name__}; expected a torch.Tensor of shape {_fmt_shape(expected)}")
+    if got.shape != expected.shape:
+        raise CheckFailed(f"{what} returned shape {_fmt_shape(got)}; expected {_fmt_shape(expected)}")
+    if check_dtype and got.dtype != expected.dtype:
+        raise CheckFailed(f"{what} returned dtype {got.dtype}; expected {expected.dtype}")
+    g, e = got.detach().to(torch.float64), expected.detach().to(torch.float64)
+    if not torch.isfinite(g).all() and torch.isfinite(e).all():
+        raise CheckFailed(f"{what} returned NaN or inf values")
+    if not torch.allclose(g, e, atol=atol, rtol=rtol):
+        diff = (g - e).abs()
+        idx = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape))
+        raise CheckFailed(
+            f"{what}: values differ (max abs difference {diff.max().item():.3g} at index {idx}: "
+            f"got {g[idx].item():.5g}, expected {e[idx].item():.5g})"
+        )
+
+
+def expect_close_scalar(got: Any, expected: float, what: str, atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """Like :func:`expect_tensor` for a number (a Python float or a 0-d tensor)."""
+    if got is None:
+        raise CheckFailed(f"{what} returned None: did you forget `return`?")
+    if isinstance(got, torch.Tensor):
+        if got.numel() != 1:
+            raise CheckFailed(f"{what} returned a tensor of shape {_fmt_shape(got)}; expected a single number")
+        got = got.item()
+    if not isinstance(got, (int, float)):
+        raise CheckFailed(f"{what} returned a {type(got).__name__}; expected a number")
+    if abs(got - expected) > atol + rtol * abs(expected):
+        raise CheckFailed(f"{what} returned {got:.6g}; expected {expected:.6g}")
