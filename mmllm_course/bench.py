@@ -54,7 +54,7 @@ def _attention_case() -> Case:
 
     from mmllm_course.nn.attention import attention_from_clip
 
-    cfg = CLIPVisionConfig(hidden_size=128, num_attention_heads=4)
+    cfg = CLIPVisionConfig(hidden_size=128, num_attention_heads=4, attn_implementation="sdpa")  # a fair fight: their fast path too
     ref = CLIPAttention(cfg).eval()
     ours = attention_from_clip(ref).eval()
     x = torch.randn(8, 65, 128)
