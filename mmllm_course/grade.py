@@ -81,6 +81,14 @@ def grade_notebook(path: Path, cell_timeout: int = 300) -> dict:
     for exercise_id in mentioned:
         if exercise_id not in latest:
             results.append({"id": exercise_id, "status": "error", "message": "never checked: a cell before it failed", "seconds": 0})
+    # A learner who deletes a hard exercise's check must not score higher: every exercise of the
+    # notebook's chapter (from its NN_ file name) counts.
+    if path.name[:2].isdigit():
+        from mmllm_course.grading import list_exercises
+
+        for info in list_exercises(int(path.name[:2])):
+            if info.id not in latest and info.id not in mentioned:
+                results.append({"id": info.id, "status": "error", "message": "not checked in this notebook", "seconds": 0})
     return {"notebook": str(path), "results": results, "cell_errors": cell_errors, "seconds": round(seconds, 1)}
 
 

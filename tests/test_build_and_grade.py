@@ -8,6 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from mmllm_course.grading import list_exercises
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import build_notebooks  # noqa: E402
@@ -25,6 +27,10 @@ def test_strip_and_keep_solutions():
         build_notebooks.strip_solutions("# BEGIN SOLUTION\nx = 1")
     with pytest.raises(ValueError, match="without"):
         build_notebooks.strip_solutions("x = 1\n# END SOLUTION")
+    with pytest.raises(ValueError, match="name = answer"):
+        build_notebooks.strip_solutions("    return x * 2  # SOLUTION")  # would leak the solution
+    with pytest.raises(ValueError, match="alone"):
+        build_notebooks.strip_solutions("# BEGIN SOLUTION: patchify\nx = 1\n# END SOLUTION")
 
 
 def _notebooks(folder):
@@ -44,6 +50,19 @@ def test_generated_notebooks_are_clean_and_colab_ready():
         assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, path
 
 
+def _solution_lines(source: Path) -> set[str]:
+    """The non-trivial lines inside BEGIN/END SOLUTION regions of an exercise source."""
+    lines, inside = set(), False
+    for line in source.read_text().splitlines():
+        if line.strip() == build_notebooks.BEGIN:
+            inside = True
+        elif line.strip() == build_notebooks.END:
+            inside = False
+        elif inside and len(line.strip()) > 12 and not line.strip().startswith(("#", "return", "out =")):
+            lines.add(line.strip())
+    return lines
+
+
 def test_exercise_notebooks_hide_the_solutions():
     for path in _notebooks("exercises"):
         sol = nbformat.read(ROOT / "solutions" / path.name, as_version=4)
@@ -51,6 +70,13 @@ def test_exercise_notebooks_hide_the_solutions():
         assert len(sol.cells) == len(ex.cells)
         assert "raise NotImplementedError" in path.read_text()
         assert [c.id for c in sol.cells] == [c.id for c in ex.cells]
+        exercise_code = "\n".join(c.source for c in ex.cells if c.cell_type == "code")
+        solution_code = "\n".join(c.source for c in sol.cells if c.cell_type == "code")
+        secret = _solution_lines(ROOT / "sources" / "exercises" / path.name.replace(".ipynb", ".py"))
+        assert secret, path
+        for line in secret:
+            assert line in solution_code, line
+            assert line not in exercise_code, f"{path.name} leaks solution line {line!r}"
 
 
 def _grade(*args):
@@ -63,6 +89,10 @@ def test_grader_cli_solutions_pass(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = [r for nb in json.loads(out.read_text()) for r in nb["results"]]
     assert results and all(r["status"] == "pass" for r in results)
+    # Every registered exercise of those chapters was graded, none skipped.
+    chapters = {int(p.name[:2]) for p in _notebooks("solutions")}
+    expected = {info.id for info in list_exercises() if info.chapter in chapters}
+    assert {r["id"] for r in results} == expected
     assert "score:" in proc.stdout
 
 
@@ -72,6 +102,17 @@ def test_grader_cli_exercises_are_todo():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # ...and the exit code means something: they are not "pass".
     assert _grade(paths[0], "--expect", "pass").returncode == 1
+
+
+def test_grader_cli_reports_a_deleted_check(tmp_path):
+    path = _notebooks("solutions")[0]
+    nb = nbformat.read(path, as_version=4)
+    victim = next(c for c in nb.cells if c.cell_type == "code" and "check(" in c.source)
+    nb.cells.remove(victim)
+    doctored = tmp_path / path.name
+    nbformat.write(nb, doctored)
+    proc = _grade(str(doctored), "--expect", "pass")
+    assert proc.returncode == 1 and "not checked in this notebook" in proc.stdout
 
 
 def test_grader_cli_rejects_missing_file():

@@ -124,3 +124,47 @@ def test_list_exercises_covers_every_chapter_module():
 def test_bad_exercise_id_is_rejected():
     with pytest.raises(ValueError, match="chNN"):
         core.Exercise("patchify", "x", "function", lambda a: None)
+
+
+def test_timeout_survives_a_learner_except(registry):
+    def sneaky(x):
+        end = time.perf_counter() + 4
+        while time.perf_counter() < end:
+            try:
+                time.sleep(0.05)
+            except Exception:  # noqa: BLE001 - what a learner might write
+                pass
+        return 2 * x
+
+    start = time.perf_counter()
+    result = check("ch99.double", sneaky)
+    assert result.status == "error" and "longer than" in result.message
+    assert time.perf_counter() - start < 3
+
+
+def test_sys_exit_in_learner_code_is_an_error(registry):
+    def quits(x):
+        raise SystemExit(3)
+
+    result = check("ch99.double", quits)
+    assert result.status == "error" and "SystemExit" in result.message
+
+
+def test_error_points_at_the_learners_line(registry):
+    def broken(x):
+        y = x.reshape(7, -1)  # wrong for 5 elements
+        return y
+
+    result = check("ch99.double", broken)
+    assert result.status == "error" and "x.reshape(7, -1)" in result.message
+
+
+def test_result_on_another_device_is_compared_on_cpu(registry):
+    # "meta" stands in for a GPU here: the comparison must not crash the grader.
+    result = check("ch99.double", lambda x: (2 * x).to("meta"))
+    assert result.status in ("fail", "pass") and "grader" not in result.message
+
+
+@pytest.mark.parametrize("answer", ["b", "B", " b. ", "(b)", "b)", "b) no", "[b]"])
+def test_answer_formats(registry, answer):
+    assert check("ch99.q1", answer).status == "pass"

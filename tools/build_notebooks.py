@@ -62,10 +62,17 @@ def setup_cell_source() -> str:
     )
 
 
+def _marker_check(line: str) -> None:
+    stripped = line.strip()
+    if stripped.startswith(("# BEGIN SOLUTION", "# END SOLUTION")) and stripped not in (BEGIN, END):
+        raise ValueError(f"a solution marker must stand alone on its line, got {stripped!r}")
+
+
 def strip_solutions(code: str) -> str:
     """Exercise version of a code cell: solution regions -> ``raise NotImplementedError``."""
     out, inside = [], False
     for line in code.splitlines():
+        _marker_check(line)
         stripped = line.strip()
         if stripped == BEGIN:
             if inside:
@@ -80,8 +87,11 @@ def strip_solutions(code: str) -> str:
         elif inside:
             continue
         elif line.rstrip().endswith(INLINE):
-            lhs = line.split("=", 1)[0].rstrip()
-            out.append(f"{lhs} = ...  # your answer")
+            # Only `name = value  # SOLUTION` is allowed: anything else would leak the solution.
+            m = re.match(r"^(\s*[A-Za-z_][\w.]*)\s*=[^=]", line)
+            if not m:
+                raise ValueError(f"an inline '{INLINE}' line must look like `name = answer  {INLINE}`, got {line!r}")
+            out.append(f"{m.group(1)} = ...  # your answer")
         else:
             out.append(line)
     if inside:
@@ -128,6 +138,7 @@ def build_notebook(source: Path, relpath: str, transform) -> str:
         cell["id"] = f"{stem[:40]}-{i:03d}-{digest}"
         cell["metadata"] = {}
     out = nbformat.v4.new_notebook(cells=cells)
+    out.nbformat, out.nbformat_minor = 4, 5  # fixed, so another nbformat version builds the same file
     out.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},

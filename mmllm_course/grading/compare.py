@@ -33,7 +33,12 @@ def expect_tensor(
         raise CheckFailed(f"{what} returned shape {_fmt_shape(got)}; expected {_fmt_shape(expected)}")
     if check_dtype and got.dtype != expected.dtype:
         raise CheckFailed(f"{what} returned dtype {got.dtype}; expected {expected.dtype}")
-    g, e = got.detach().to(torch.float64), expected.detach().to(torch.float64)
+    # Compare on the CPU: a learner may well have moved the result to the GPU.
+    try:
+        g = got.detach().cpu().to(torch.float64)
+    except (RuntimeError, NotImplementedError) as exc:
+        raise CheckFailed(f"{what} returned a tensor on device {got.device} whose values cannot be read ({exc})") from None
+    e = expected.detach().cpu().to(torch.float64)
     if not torch.isfinite(g).all() and torch.isfinite(e).all():
         raise CheckFailed(f"{what} returned NaN or inf values")
     if not torch.allclose(g, e, atol=atol, rtol=rtol):

@@ -45,8 +45,11 @@ class LearnerError(Exception):
     """Raised inside a checker: the learner's code raised an exception."""
 
 
-class CheckTimeout(Exception):
-    """The check ran past its time limit (almost always: the learner's code is too slow)."""
+class CheckTimeout(BaseException):
+    """The check ran past its time limit (almost always: the learner's code is too slow).
+
+    A ``BaseException``, so a learner's ``except Exception`` cannot swallow it.
+    """
 
 
 @dataclass
@@ -118,9 +121,12 @@ def exercise(exercise_id: str, title: str, hint: str = "", timeout: float = DEFA
 
 
 def normalize_answer(answer: Any) -> str:
-    """Answers compare case-, space- and trailing-punctuation-insensitively: ``" B. "`` == ``"b"``."""
+    """Answers compare case-, space- and punctuation-insensitively: ``" B. "``, ``"(b)"``, ``"b) 197"`` -> ``"b"``."""
     text = " ".join(str(answer).strip().lower().split())
-    return text.rstrip(".!")
+    text = text.strip("()[]").rstrip(".!")
+    if len(text) > 1 and text[0].isalpha() and text[1] in ").:":  # "b) 197", "b. 197": the letter counts
+        text = text[0]
+    return text
 
 
 def answer_hash(answer: Any) -> str:
@@ -164,12 +170,19 @@ def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except NotImplementedError as exc:
         raise NotDone(str(exc)) from None
-    except CheckTimeout:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any exception in learner code is reported, not raised
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f" (line {frames[-1].lineno}: {frames[-1].line})" if len(frames) > 1 and frames[-1].line else ""
-        raise LearnerError(f"your code raised {type(exc).__name__}: {exc}{where}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any exception in learner code is reported, not raised
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise LearnerError(f"your code raised {type(exc).__name__}: {first_line[:300]}{_learner_line(exc)}") from None
+
+
+def _learner_line(exc: BaseException) -> str:
+    """`` (line N: code)`` for the deepest frame of the learner's own code, not of a library it called."""
+    library = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../mmllm_course
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # [0] is call() itself
+    own = [f for f in frames if "site-packages" not in f.filename and not os.path.abspath(f.filename).startswith(library)]
+    if own and own[-1].line:
+        return f" (line {own[-1].lineno}: {own[-1].line})"
+    return ""
 
 
 def list_exercises(chapter: int | None = None) -> list[ExerciseInfo]:
@@ -189,11 +202,15 @@ class _Deadline:
 
     def __init__(self, seconds: float):
         self.seconds = seconds
+        self.fired = False
         self.active = (
             seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
         )
 
     def _fire(self, signum, frame):  # noqa: ARG002
+        self.fired = True
+        # Fire again soon in case learner code swallows this one with a bare ``except``.
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
         raise CheckTimeout()
 
     def __enter__(self):
@@ -214,12 +231,15 @@ def _run(ex: Exercise, answer: Any) -> tuple[str, str]:
         return "todo", "no answer yet: replace the `...` with your answer"
     if ex.kind == "function" and not callable(answer):
         return "fail", f"expected a function (or class), got {type(answer).__name__}: {answer!r:.80}"
+    deadline = _Deadline(ex.timeout)
     try:
-        with _Deadline(ex.timeout):
+        with deadline:
             message = ex.checker(answer)
+        if deadline.fired:  # the timeout fired but something swallowed it
+            raise CheckTimeout()
         return "pass", message or "well done"
     except NotDone:
-        return "todo", "not done yet: replace `raise NotImplementedError` with your code"
+        return "todo", "not done yet: replace `raise NotImplementedError` with your code (yours, or a function it calls, still raises it)"
     except CheckFailed as exc:
         hint = f" Hint: {ex.hint}" if ex.hint and ex.kind == "function" else ""
         return "fail", f"{exc}{hint}"
