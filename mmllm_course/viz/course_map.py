@@ -21,9 +21,15 @@ def draw_course_map(ax: plt.Axes | None = None, highlight: int | None = None) ->
     if ax is None:
         _, ax = plt.subplots(figsize=(13, 3.6))
     ax.set_xlim(0, 15.2)
-    ax.set_ylim(0, 4)
+    ax.set_ylim(-0.4, 4)
     ax.axis("off")
-    ax.text(0.55, 2.0, "image\naudio\n3-D\ntext", ha="center", va="center", fontsize=10)
+    ax.text(0.55, 2.0, "image\naudio\n3-D", ha="center", va="center", fontsize=10)
+    # Text needs no encoder or projector: the tokenizer and the LLM's embedding table feed the backbone.
+    ax.text(0.55, 0.0, "text", ha="center", va="center", fontsize=10)
+    backbone_x = 1.3 + 2 * 2.6 + 1.15
+    ax.add_patch(FancyArrowPatch((0.85, 0.0), (backbone_x, 0.0), arrowstyle="-", mutation_scale=14, color="dimgray"))
+    ax.add_patch(FancyArrowPatch((backbone_x, 0.0), (backbone_x, 0.6), arrowstyle="-|>", mutation_scale=14, color="dimgray"))
+    ax.text(3.9, 0.12, "tokenizer + embedding table", ha="center", va="bottom", fontsize=8, color="dimgray")
     ax.text(14.65, 2.0, "text\nimage\naudio\n3-D", ha="center", va="center", fontsize=10)
     x = 1.3
     for i, ((title, examples, chapters), color) in enumerate(zip(MAP_PARTS, _COLORS), start=1):

@@ -195,7 +195,7 @@ def _divisors(n: int, low: int = 2) -> list[int]:
 def patch_size_explorer(image: torch.Tensor, patch_sizes: Sequence[int] | None = None, value: int | None = None):
     """An ipywidgets explorer: pick a patch size, see the grid, the token count and the attention cost.
 
-    Built from core widgets (``Dropdown``, ``Checkbox``, ``interactive``) that ipywidgets >= 7.7 has,
+    Built from core widgets (``SelectionSlider``, ``Checkbox``, ``interactive``) that ipywidgets >= 7.7 has,
     so it renders in JupyterLab and Colab. Returns the widget; building it draws the first view and
     never blocks, so it also works headless (tests, CI). ``patch_sizes`` defaults to every size that
     divides both sides of the image.
@@ -213,7 +213,7 @@ def patch_size_explorer(image: torch.Tensor, patch_sizes: Sequence[int] | None =
         raise ValueError(f"patch sizes must divide the image size {h}x{w}; these do not: {bad or sizes}")
     if value is None:
         value = min(sizes, key=lambda p: abs((h // p) * (w // p) - 64))  # about an 8x8 grid to start
-    dropdown = widgets.Dropdown(options=sizes, value=value, description="patch size")
+    slider = widgets.SelectionSlider(options=sizes, value=value, description="patch size", continuous_update=False)
     numbers = widgets.Checkbox(value=True, description="show indices")
 
     def view(patch_size: int, show_indices: bool) -> None:
@@ -225,5 +225,5 @@ def patch_size_explorer(image: torch.Tensor, patch_sizes: Sequence[int] | None =
         display(fig)
         plt.close(fig)
 
-    explorer = widgets.interactive(view, patch_size=dropdown, show_indices=numbers)
+    explorer = widgets.interactive(view, patch_size=slider, show_indices=numbers)
     return explorer

@@ -120,17 +120,15 @@ check("ch01.q1", q1)
 #
 # a) Because a convolution is approximately linear, so the two agree up to rounding.
 #
-# b) Because with kernel = stride = p the windows tile the image without overlap, and at each window
-# the convolution takes the dot product of each output channel's kernel with that window's pixels:
-# one row of the linear weight applied to the flattened patch, the same weights for every patch.
+# b) They are not equal: the convolution mixes neighbouring patches, the linear map does not.
 #
-# c) Because Conv2d pads the image so that every pixel is seen p times, which averages the same as a
-# linear map.
+# c) Because Conv2d pads the image so that every pixel is seen p times, which averages out the same.
 #
-# d) They are not equal: the convolution mixes neighbouring patches, the linear map does not.
+# d) The windows tile the image without overlap, and each output is one kernel's dot product with
+# one window: a row of the linear weight applied to one flattened patch.
 
 # %%
-q2 = "b"  # SOLUTION
+q2 = "d"  # SOLUTION
 check("ch01.q2", q2)
 
 # %% [markdown]
@@ -152,17 +150,17 @@ check("ch01.q3", q3)
 # %% [markdown]
 # **Q4.** Suppose a ViT had no position embeddings at all. What would it see?
 #
-# a) Nothing changes: patches are flattened row-major, so their order is stored in the pixel values.
+# a) A set: shuffling the patches would only shuffle its outputs the same way, so it could not tell
+# where in the image a patch came from.
 #
-# b) Shuffling the patches would only shuffle the outputs the same way: self-attention treats the
-# tokens as a set, so it could not tell where in the image a patch came from.
+# b) Nothing changes: patches are flattened row-major, so their order is stored in the pixel values.
 #
-# c) The model could no longer be trained, because the patch embedding needs them to compute gradients.
+# c) A model that can no longer be trained: the patch embedding needs them to compute gradients.
 #
-# d) The [CLS] token would be lost.
+# d) The same image without its [CLS] token, which is stored in the position table.
 
 # %%
-q4 = "b"  # SOLUTION
+q4 = "a"  # SOLUTION
 check("ch01.q4", q4)
 
 # %% [markdown]

@@ -31,7 +31,7 @@ torch.set_printoptions(precision=3, sci_mode=False)
 #
 # The **tokenizer** does the first two. Ours is a *byte-level BPE* (byte-pair encoding, as in GPT-2):
 # it starts from the 256 possible bytes, so any string can be encoded (no "unknown" token), and
-# learns merges of frequent neighbours ("c" + "ircle" → "circle") from a corpus until it reaches
+# learns merges of frequent neighbours ("Ġc" + "ircle" → "Ġcircle") from a corpus until it reaches
 # its vocabulary size. We train one in a second, on the course's small built-in corpus.
 
 # %%
@@ -254,7 +254,7 @@ plt.show()
 # %%
 sim = position_similarity(sincos, 4 * 8 + 4, 8, 8)  # (8, 8)
 print(f"neighbour (4, 5): {sim[4, 5]:.3f} | two away (4, 6): {sim[4, 6]:.3f} | far corner (0, 0): {sim[0, 0]:.3f}")
-assert sim[4, 5] > sim[4, 6] > sim[4, 0]
+assert sim[4, 5] > sim[4, 6] > sim[0, 0]
 
 # %% [markdown]
 # ## How many tokens is an image?

@@ -233,6 +233,17 @@ def sincos_float64(grid_h, grid_w, dim):
     return ref_sincos_2d(grid_h, grid_w, dim).double()
 
 
+def patchify_in_place(images, patch_size):
+    images.mul_(2)  # "normalises" the caller's tensor as a side effect
+    return ref_patchify(images, patch_size) / 2
+
+
+def embed_in_place(images, weight, bias, patch_size):
+    out = embed_reference(images, weight, bias, patch_size)
+    images.clamp_(0, 0.5)  # right tokens, but the caller's images are silently changed
+    return out
+
+
 CASES = {
     "ch01.patchify": {
         "correct": [ref_patchify, patchify_reshape, patchify_loops, patchify_unfold],
@@ -244,6 +255,7 @@ CASES = {
             "off-by-one loop": patchify_off_by_one,
             "square images assumed": patchify_square_assumed,
             "always float32": patchify_float32,
+            "changes its input in place": patchify_in_place,
         },
     },
     "ch01.patch_embedding": {
@@ -255,6 +267,7 @@ CASES = {
             "channel-first patches": embed_channel_first,
             "(B, D, N) reshaped instead of transposed": embed_transposed_output,
             "always float32": embed_float32,
+            "changes its input in place": embed_in_place,
         },
     },
     "ch01.sincos_2d": {
@@ -269,7 +282,7 @@ CASES = {
         },
     },
     "ch01.q1": {"answer": "b", "wrong": ["a", "c", "d", "z"]},
-    "ch01.q2": {"answer": "b", "wrong": ["a", "c", "d"]},
+    "ch01.q2": {"answer": "d", "wrong": ["a", "b", "c"]},
     "ch01.q3": {"answer": "c", "wrong": ["a", "b", "d"]},
-    "ch01.q4": {"answer": "b", "wrong": ["a", "c", "d"]},
+    "ch01.q4": {"answer": "a", "wrong": ["b", "c", "d"]},
 }

@@ -67,8 +67,8 @@ def _patchify_mistakes(images: torch.Tensor, p: int) -> dict[str, torch.Tensor]:
 @exercise(
     "ch01.patchify",
     "Cut images into flattened patches",
-    hint="rearrange(images, 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)', p1=p, p2=p), or reshape to "
-    "(B, C, H/p, p, W/p, p), permute to (B, H/p, W/p, p, p, C) and reshape to (B, N, p*p*C).",
+    hint="split H into (H/p, p) and W into (W/p, p), then order the axes as (batch, patch row, patch column, "
+    "pixel row, pixel column, channel) before flattening; einops' rearrange or reshape + permute both work.",
 )
 def _check_patchify(fn) -> str:
     for i, (b, c, h, w, p, dtype) in enumerate(_PATCHIFY_CASES):
@@ -119,8 +119,8 @@ def _embed_mistakes(images, weight, bias, p) -> dict[str, torch.Tensor]:
 @exercise(
     "ch01.patch_embedding",
     "Linear patch embedding (the forward of PatchEmbedding)",
-    hint="patchify the images to (B, N, p*p*C) in (p1 p2 c) order, then `patches @ weight.T + bias` "
-    "(or torch.nn.functional.linear(patches, weight, bias)).",
+    hint="first flatten the patches exactly as in the patchify exercise, then apply one linear map to every "
+    "patch; weight is (D, p*p*C), so think about which side of the product it goes on.",
 )
 def _check_patch_embedding(fn) -> str:
     for i, (b, c, h, w, p, d, dtype) in enumerate(_EMBED_CASES):
@@ -182,7 +182,8 @@ def _sincos_mistakes(gh: int, gw: int, dim: int) -> dict[str, torch.Tensor]:
     return {
         "the right table with sin and cos swapped: sines come first in each half": table(swap_sincos=True),
         "the right table with rows and columns swapped: the first half encodes the row (k // grid_w)": table(swap_axes=True),
-        "a table whose frequencies use the wrong exponent: omega_i = 1 / 10000^(i / (dim/4)) for i = 0..dim/4-1": table(2.0),
+        "a table whose frequencies use the 1-D exponent with the full width, omega_i = 1 / 10000^(i / (dim/2)); "
+        "each axis has dim/2 channels, so use omega_i = 1 / 10000^(i / (dim/4))": table(2.0),
         "sin and cos interleaved (sin, cos, sin, cos, ...); here each half is all its sines, then all its cosines": table(
             interleave=True
         ),
@@ -192,8 +193,8 @@ def _sincos_mistakes(gh: int, gw: int, dim: int) -> dict[str, torch.Tensor]:
 @exercise(
     "ch01.sincos_2d",
     "2-D sine-cosine position embedding",
-    hint="row = k // grid_w, col = k % grid_w; omega = 1 / 10000 ** (arange(dim//4) / (dim//4)); "
-    "concatenate [sin(row*omega), cos(row*omega), sin(col*omega), cos(col*omega)] and return float32.",
+    hint="patch k sits at row k // grid_w and column k % grid_w; each axis gets dim/2 channels (a 1-D table of "
+    "width dim/2), sines before cosines, row half first; return float32.",
 )
 def _check_sincos_2d(fn) -> str:
     for gh, gw, dim in _SINCOS_CASES:
@@ -227,13 +228,12 @@ question(
     "Why a linear map over flattened patches equals a Conv2d with kernel = stride = p",
     {
         "a": "Because a convolution is approximately linear, so the two agree up to rounding.",
-        "b": "Because with kernel = stride = p the windows tile the image without overlap, and at each window "
-        "the convolution takes the dot product of each output channel's kernel with that window's pixels: "
-        "one row of the linear weight applied to the flattened patch, the same weights for every patch.",
-        "c": "Because Conv2d pads the image so that every pixel is seen p times, which averages the same as a linear map.",
-        "d": "They are not equal: the convolution mixes neighbouring patches, the linear map does not.",
+        "b": "They are not equal: the convolution mixes neighbouring patches, the linear map does not.",
+        "c": "Because Conv2d pads the image so that every pixel is seen p times, which averages out the same.",
+        "d": "The windows tile the image without overlap, and each output is one kernel's dot product with "
+        "one window: a row of the linear weight applied to one flattened patch.",
     },
-    [answer_hash("b")],
+    [answer_hash("d")],
     explanation="Same weights, same pixels, same sums: only the bookkeeping (flatten order vs. kernel "
     "layout (D, C, p, p)) differs, which is why ViT checkpoints store the patch embedding as a conv.",
     hint="Think about which pixels one output position of the convolution sees when kernel = stride = p.",
@@ -258,13 +258,13 @@ question(
     "ch01.q4",
     "What the transformer would see without position embeddings",
     {
-        "a": "Nothing changes: patches are flattened row-major, so their order is stored in the pixel values.",
-        "b": "Shuffling the patches would only shuffle the outputs the same way: self-attention treats the "
-        "tokens as a set, so it could not tell where in the image a patch came from.",
-        "c": "The model could no longer be trained, because the patch embedding needs them to compute gradients.",
-        "d": "The [CLS] token would be lost.",
+        "a": "A set: shuffling the patches would only shuffle its outputs the same way, so it could not tell "
+        "where in the image a patch came from.",
+        "b": "Nothing changes: patches are flattened row-major, so their order is stored in the pixel values.",
+        "c": "A model that can no longer be trained: the patch embedding needs them to compute gradients.",
+        "d": "The same image without its [CLS] token, which is stored in the position table.",
     },
-    [answer_hash("b")],
+    [answer_hash("a")],
     explanation="Self-attention is permutation-equivariant; adding a position vector to each token (learned, "
     "or the fixed 2-D sin-cos table) is what tells the model where each patch sits.",
     hint="Ask what happens to self-attention's output if you permute its input tokens.",
