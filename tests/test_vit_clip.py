@@ -257,3 +257,17 @@ def test_retrieval_recall_at_k():
     assert retrieval_recall_at_k(sim.T, 1) == pytest.approx(1.0)  # the other direction ranks differently
     with pytest.raises(ValueError, match=r"k must lie in \[1, 3\].*got k=4"):
         retrieval_recall_at_k(sim, 4)
+
+
+def test_vit_pixel_normalisation_is_applied_first():
+    cfg = ViTConfig(pixel_mean=(0.5, 0.4, 0.3), pixel_std=(0.25, 0.2, 0.5))
+    with_norm = ViT(cfg).eval()
+    plain = ViT(ViTConfig()).eval()
+    plain.load_state_dict(with_norm.state_dict())  # the statistics are buffers, not weights
+    x = torch.rand(2, 3, 32, 32)
+    mean, std = torch.tensor(cfg.pixel_mean).view(3, 1, 1), torch.tensor(cfg.pixel_std).view(3, 1, 1)
+    torch.testing.assert_close(with_norm(x).pooled, plain((x - mean) / std).pooled)
+    with pytest.raises(ValueError, match="one value per channel"):
+        ViTConfig(pixel_mean=(0.5, 0.5), pixel_std=(0.2, 0.2))
+    with pytest.raises(ValueError, match="channels"):
+        with_norm(torch.rand(2, 1, 32, 32))

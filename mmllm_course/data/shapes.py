@@ -46,7 +46,7 @@ COLOR_RGB: dict[str, tuple[float, float, float]] = {
     "yellow": (0.90, 0.85, 0.15),
 }
 # Half-extent of a shape as a fraction of half a quadrant (a large shape spans ~84% of its quadrant).
-SIZE_SCALE: dict[str, float] = {"small": 0.52, "large": 0.84}
+SIZE_SCALE: dict[str, float] = {"small": 0.62, "large": 0.92}
 MIN_IMAGE_SIZE = 16
 
 

@@ -31,7 +31,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from mmllm_course.encoders.patches import VisionEmbeddings
+from mmllm_course.encoders.patches import VisionEmbeddings, _check_images
 from mmllm_course.nn.transformer import ACTIVATIONS, TransformerBlock
 
 
@@ -54,6 +54,10 @@ class ViTConfig:
     position: str = "learned"  # "learned" | "sincos"
     patch_bias: bool = True  # CLIP's patch projection has no bias
     dropout: float = 0.0
+    # Per-channel (x - mean) / std applied to the images first, so the model takes pixels in [0, 1].
+    # None (the default, as in transformers, whose image processors normalise instead) skips it.
+    pixel_mean: tuple[float, ...] | None = None
+    pixel_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
@@ -68,6 +72,13 @@ class ViTConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+        for name in ("pixel_mean", "pixel_std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.in_channels:
+                raise ValueError(f"{name} needs one value per channel ({self.in_channels}), got {value}")
+        if (self.pixel_mean is None) != (self.pixel_std is None):
+            raise ValueError("give both pixel_mean and pixel_std, or neither")
 
     @property
     def num_patches(self) -> int:
@@ -101,12 +112,20 @@ class ViT(nn.Module):
             for _ in range(config.depth)
         )
         self.norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
+        if config.pixel_mean is not None:
+            self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1), persistent=False)
+            self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1), persistent=False)
+        else:
+            self.pixel_mean = self.pixel_std = None
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, 0] if self.config.pooling == "cls" else x[:, 1:].mean(dim=1)  # (B, 1+N, D) -> (B, D)
 
     def forward(self, images: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False) -> ViTOutput:
         """images: (B, C, H, W) with C, H, W as in the config (ValueError otherwise)."""
+        if self.pixel_mean is not None:
+            _check_images(images, self.config.patch_size, self.config.in_channels)  # before any arithmetic
+            images = (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
         x = self.pre_norm(self.embeddings(images))  # (B, 1+N, D)
         hidden = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None

@@ -1,0 +1,148 @@
+"""Fast tests of the CLIP training and evaluation helpers (tiny models, a few steps; seconds in total)."""
+
+import pytest
+import torch
+
+from mmllm_course.data import generate_shapes, shapes_tokenizer
+from mmllm_course.encoders.clip import CLIP, CLIPConfig
+from mmllm_course.encoders.clip_training import (
+    encode_images,
+    encode_texts,
+    text_to_image_recall,
+    tokenize_captions,
+    train_clip,
+    unique_caption_indices,
+    zero_shot_accuracy,
+)
+from mmllm_course.encoders.text import TextTransformerConfig
+from mmllm_course.encoders.vit import ViTConfig
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return shapes_tokenizer()
+
+
+def _tiny_clip(vocab_size: int, seed: int = 0) -> CLIP:
+    torch.manual_seed(seed)
+    vision = ViTConfig(dim=32, depth=1, num_heads=2, mlp_dim=64, pre_norm=True, final_norm="pooled", pooling="mean")
+    text = TextTransformerConfig(vocab_size=vocab_size, context_length=12, dim=32, depth=1, num_heads=2, mlp_dim=64)
+    return CLIP(CLIPConfig(vision=vision, text=text, embed_dim=16))
+
+
+def test_tokenize_captions_pads_and_ends_each_row_with_eos(tok):
+    texts = ["a red circle", "a small blue star in the top left"]
+    ids, mask = tokenize_captions(tok, texts, context_length=12)
+    plain = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert ids.shape == mask.shape == (2, max(len(p) for p in plain) + 1)  # padded to the longest, not to 12
+    for row, m, p in zip(ids, mask, plain):
+        n = len(p)
+        assert row[:n].tolist() == p
+        assert row[n].item() == tok.eos_token_id
+        assert (row[n + 1 :] == tok.pad_token_id).all()
+        assert m.tolist() == [1] * (n + 1) + [0] * (len(row) - n - 1)
+
+
+def test_tokenize_captions_rejects_overlong_and_empty(tok):
+    with pytest.raises(ValueError, match="context_length=4"):
+        tokenize_captions(tok, ["a small red circle in the top left"], context_length=4)
+    with pytest.raises(ValueError, match="empty"):
+        tokenize_captions(tok, [], context_length=8)
+    with pytest.raises(ValueError, match="single string"):
+        tokenize_captions(tok, "a red circle", context_length=8)
+
+
+def test_train_clip_lowers_the_loss_and_is_reproducible(tok):
+    data = generate_shapes(512, seed=3)
+    ids, mask = tokenize_captions(tok, data.captions, 16)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        vision = ViTConfig(pre_norm=True, final_norm="pooled", pooling="mean", pixel_mean=(0.5,) * 3, pixel_std=(0.25,) * 3)
+        model = CLIP(CLIPConfig(vision=vision, text=TextTransformerConfig(vocab_size=len(tok), context_length=16)))
+        before = model(data.images[:32], ids[:32], mask[:32], paired=True)
+        hist = train_clip(model, data.images, ids, mask, steps=40, batch_size=128, lr=2e-3, warmup_steps=10, progress=False)
+        runs.append(hist.loss)
+        assert not model.training  # left in eval mode
+    assert runs[0] == runs[1]  # same seed, same losses
+    first, last = sum(runs[0][:5]) / 5, sum(runs[0][-5:]) / 5
+    assert last < first - 0.2, f"loss did not drop: {first:.3f} -> {last:.3f}"
+    assert len(hist.lr) == 40 and max(hist.lr) <= 2e-3 + 1e-12
+    assert before.shape == (32, 32)  # forward of the untrained model on a paired batch
+
+
+def test_distinct_caption_batches():
+    from mmllm_course.encoders.clip_training import _distinct_caption_sampler
+
+    ids = torch.tensor([[5, 1], [6, 1], [5, 1], [7, 1], [6, 1], [5, 1]])  # 3 distinct captions
+    sample = _distinct_caption_sampler(ids, torch.Generator().manual_seed(0))
+    seen = set()
+    for _ in range(50):
+        idx = sample(8)
+        assert len(idx) == 3  # capped at the number of distinct captions
+        assert len({tuple(ids[i].tolist()) for i in idx}) == 3  # never the same caption twice
+        seen.update(idx.tolist())
+    assert seen == set(range(6))  # every pair gets its turn
+
+
+def test_train_clip_validates_its_inputs(tok):
+    data = generate_shapes(8, seed=0)
+    ids, mask = tokenize_captions(tok, data.captions, 12)
+    model = _tiny_clip(len(tok))
+    with pytest.raises(ValueError, match="paired"):
+        train_clip(model, data.images, ids[:5], mask[:5], steps=1, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_clip(model, data.images, ids, mask, steps=1, batch_size=16, progress=False)
+
+
+class _Oracle(CLIP):
+    """A 'CLIP' whose embeddings are one-hot colours: images by their mean RGB, texts by the colour word."""
+
+    COLORS = ("red", "green", "blue", "yellow")
+
+    def __init__(self, tok):
+        super().__init__(CLIPConfig(text=TextTransformerConfig(vocab_size=len(tok), context_length=12)))
+        self.tok = tok
+        self.word_ids = {tok(" " + c, add_special_tokens=False)["input_ids"][0]: i for i, c in enumerate(self.COLORS)}
+
+    def encode_image(self, images, normalize=True):
+        rgb = images.flatten(2).mean(-1)  # (B, 3): the images here are plain colour fields
+        protos = torch.tensor([[0.85, 0.12, 0.12], [0.15, 0.7, 0.2], [0.15, 0.25, 0.85], [0.9, 0.85, 0.15]])
+        score = -((rgb[:, None] - protos[None]) ** 2).sum(-1)
+        return torch.nn.functional.one_hot(score.argmax(1), 4).float()
+
+    def encode_text(self, input_ids, attention_mask=None, normalize=True):
+        out = torch.zeros(len(input_ids), 4)
+        for r, row in enumerate(input_ids.tolist()):
+            for t in row:
+                if t in self.word_ids:
+                    out[r, self.word_ids[t]] = 1.0
+        return out
+
+
+def test_zero_shot_accuracy_counts_matches(tok):
+    # Plain colour images make the oracle exact: accuracy 1 with the right names, 0 with shifted ones.
+    images = torch.stack([torch.tensor(c).view(3, 1, 1).expand(3, 32, 32) for c in
+                          [[0.85, 0.12, 0.12], [0.15, 0.7, 0.2], [0.15, 0.25, 0.85], [0.9, 0.85, 0.15]] * 2])
+    labels = torch.tensor([0, 1, 2, 3] * 2)
+    oracle = _Oracle(tok)
+    names = ["red", "green", "blue", "yellow"]
+    assert zero_shot_accuracy(oracle, images, labels, tok, names, templates=("a {} shape",)) == 1.0
+    assert zero_shot_accuracy(oracle, images, labels, tok, names[1:] + names[:1]) == 0.0
+    assert zero_shot_accuracy(oracle, images, labels, tok, names, templates=("a {}", "a {} thing")) == 1.0
+
+
+def test_encoders_give_unit_vectors_and_retrieval_is_consistent(tok):
+    data = generate_shapes(40, seed=1)
+    model = _tiny_clip(len(tok))
+    keep = unique_caption_indices(data.captions)
+    captions = [data.captions[i] for i in keep]
+    assert len(set(captions)) == len(captions) == len(keep)
+    assert [data.captions.index(c) for c in captions] == keep.tolist()
+    img, txt = encode_images(model, data.images[keep], batch_size=7), encode_texts(model, tok, captions, batch_size=5)
+    assert torch.allclose(img.norm(dim=-1), torch.ones(len(keep)), atol=1e-5)
+    assert torch.allclose(txt.norm(dim=-1), torch.ones(len(keep)), atol=1e-5)
+    recall = text_to_image_recall(model, data.images[keep], captions, tok, ks=(1, len(keep)))
+    assert recall[len(keep)] == 1.0 and 0.0 <= recall[1] <= 1.0
+    with pytest.raises(ValueError, match="distinct"):
+        text_to_image_recall(model, data.images[:2], [captions[0], captions[0]], tok)
