@@ -1,10 +1,15 @@
 # Two commands run the course:  `make lab` (set up if needed, open JupyterLab) and `make test`.
-# Setup creates .venv with this machine's python3; torch comes first, pinned to a CPU build where
-# one is available (override TORCH_SPEC / TORCH_PIP_ARGS, e.g. the CPU wheel index on Linux).
+# Setup creates .venv with this machine's python3 and installs torch first: a wheel that pip finds
+# locally (--no-index, e.g. a pre-downloaded CPU build) wins; otherwise, on Linux without an NVIDIA
+# driver, the CPU build from PyTorch's CPU index (PyPI's Linux wheel is a multi-GB CUDA build);
+# otherwise PyPI. Override with TORCH_SPEC / TORCH_PIP_ARGS.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
+ifeq ($(shell uname -s)$(shell command -v nvidia-smi 2>/dev/null),Linux)
+TORCH_PIP_ARGS ?= --index-url https://download.pytorch.org/whl/cpu
+endif
 TORCH_PIP_ARGS ?=
 PYTEST_WORKERS ?= 2
 
@@ -12,7 +17,9 @@ PYTEST_WORKERS ?= 2
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -c "import torch" 2>/dev/null \
+		|| $(BIN)/python -m pip install -q --no-index "$(TORCH_SPEC)" 2>/dev/null \
+		|| $(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[lab,test]"
 	touch $@
 
