@@ -1,6 +1,6 @@
 # Two commands run the course:  `make lab` (set up if needed, open JupyterLab) and `make test`.
 # Setup creates .venv with this machine's python3 and installs torch first: a wheel that pip finds
-# locally (--no-index, e.g. a pre-downloaded CPU build) wins; otherwise, on Linux without an NVIDIA
+# locally (--no-index, e.g. a pre-downloaded CPU build; its dependencies then come from PyPI) wins; otherwise, on Linux without an NVIDIA
 # driver, the CPU build from PyTorch's CPU index (PyPI's Linux wheel is a multi-GB CUDA build);
 # otherwise PyPI. Override with TORCH_SPEC / TORCH_PIP_ARGS.
 PYTHON ?= python3
@@ -18,7 +18,8 @@ PYTEST_WORKERS ?= 2
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null \
-		|| $(BIN)/python -m pip install -q --no-index "$(TORCH_SPEC)" 2>/dev/null \
+		|| { $(BIN)/python -m pip install -q --no-index --no-deps "$(TORCH_SPEC)" 2>/dev/null \
+		     && $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; } \
 		|| $(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[lab,test]"
 	touch $@

@@ -8,7 +8,7 @@ import torch
 
 from mmllm_course.grading import core
 from mmllm_course.grading.compare import expect_tensor
-from mmllm_course.grading.core import CheckFailed, GradingError, call, check
+from mmllm_course.grading.core import GradingError, call, check
 
 
 @pytest.fixture

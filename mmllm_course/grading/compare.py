@@ -62,3 +62,28 @@ def expect_close_scalar(got: Any, expected: float, what: str, atol: float = 1e-5
         raise CheckFailed(f"{what} returned a {type(got).__name__}; expected a number")
     if abs(got - expected) > atol + rtol * abs(expected):
         raise CheckFailed(f"{what} returned {got:.6g}; expected {expected:.6g}")
+
+
+def same_values(a: Any, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    """True when ``a`` is a tensor of ``b``'s shape holding (nearly) the same values."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
+        return False
+    try:
+        return torch.allclose(a.detach().cpu().double(), b.detach().cpu().double(), atol=atol, rtol=rtol)
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+def expect_tensor_or_diagnose(got: Any, expected: torch.Tensor, what: str, mistakes: dict[str, torch.Tensor]) -> None:
+    """Like :func:`expect_tensor`; when the values are wrong, name the known mistake they match.
+
+    ``mistakes`` maps an explanation ("softmax over the wrong axis; ...") to the output that mistake
+    produces on the same input.
+    """
+    try:
+        expect_tensor(got, expected, what)
+    except CheckFailed as exc:
+        for explanation, wrong in mistakes.items():
+            if same_values(got, wrong):
+                raise CheckFailed(f"{exc}. Your output equals {explanation}.") from None
+        raise

@@ -12,32 +12,13 @@ import torch
 from einops import rearrange
 
 from mmllm_course.encoders.patches import patchify as _ref_patchify
-from mmllm_course.grading.compare import expect_tensor
+from mmllm_course.grading.compare import expect_tensor_or_diagnose
 from mmllm_course.grading.core import CheckFailed, answer_hash, call, exercise, question
 from mmllm_course.nn.position import sincos_2d_position_embedding as _ref_sincos_2d
 
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """True when ``a`` and ``b`` are tensors of one shape holding (nearly) the same values."""
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
-        return False
-    return torch.allclose(a.detach().double(), b.detach().double(), atol=1e-5, rtol=1e-4)
-
-
-def _expect_with_diagnosis(got, expected: torch.Tensor, what: str, mistakes: dict[str, torch.Tensor]) -> None:
-    """Compare like :func:`expect_tensor`; when values differ, say which known mistake they match."""
-    try:
-        expect_tensor(got, expected, what)
-    except CheckFailed as exc:
-        for explanation, wrong in mistakes.items():
-            if _same(got, wrong):
-                raise CheckFailed(f"{exc}. Your output equals {explanation}.") from None
-        raise
-
 
 # --------------------------------------------------------------------------------------------------
 # ch01.patchify
@@ -83,7 +64,7 @@ def _check_patchify(fn) -> str:
                 f"{what} returned shape {tuple(got.shape)}; expected (B, N, p*p*C) = ({b}, {n}, {k}): "
                 f"N = (H/p)*(W/p) = ({h}/{p})*({w}/{p}) = {n} patches of p*p*C = {p}*{p}*{c} = {k} numbers each"
             )
-        _expect_with_diagnosis(got, expected, what, _patchify_mistakes(original, p))
+        expect_tensor_or_diagnose(got, expected, what, _patchify_mistakes(original, p))
         if not torch.equal(images, original):
             raise CheckFailed(f"{what} changed its input images in place; patchify must leave them as they were")
     return "your patches match the library's patchify on every shape, patch size and dtype tried."
@@ -139,7 +120,7 @@ def _check_patch_embedding(fn) -> str:
         if isinstance(got, torch.Tensor) and got.shape != expected.shape:
             n = (h // p) * (w // p)
             raise CheckFailed(f"{what} returned shape {tuple(got.shape)}; expected (B, N, D) = ({b}, {n}, {d}), one D-vector per patch")
-        _expect_with_diagnosis(got, expected, what, _embed_mistakes(images, weight, bias, p))
+        expect_tensor_or_diagnose(got, expected, what, _embed_mistakes(images, weight, bias, p))
         if not all(torch.equal(a, o) for a, o in zip(args, (images, weight, bias))):
             raise CheckFailed(f"{what} changed one of its inputs in place; leave images, weight and bias as they were")
     # A property: the same patch gives the same token wherever it sits (one shared linear map).
@@ -207,7 +188,7 @@ def _check_sincos_2d(fn) -> str:
             )
         if isinstance(got, torch.Tensor) and got.dtype != torch.float32:
             raise CheckFailed(f"{what} returned dtype {got.dtype}; expected torch.float32 (compute in float64 if you like, then .float())")
-        _expect_with_diagnosis(got, expected, what, _sincos_mistakes(gh, gw, dim))
+        expect_tensor_or_diagnose(got, expected, what, _sincos_mistakes(gh, gw, dim))
     return "your table matches the library's 2-D sin-cos embedding, channel for channel."
 
 

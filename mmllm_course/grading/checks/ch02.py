@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mmllm_course.encoders.clip import clip_loss as _ref_clip_loss
 from mmllm_course.encoders.clip import zero_shot_predict as _ref_zero_shot_predict
-from mmllm_course.grading.compare import expect_close_scalar, expect_tensor
+from mmllm_course.grading.compare import expect_close_scalar, expect_tensor_or_diagnose
 from mmllm_course.grading.core import CheckFailed, answer_hash, call, exercise, question
 from mmllm_course.nn.attention import causal_mask
 from mmllm_course.nn.attention import merge_heads as _ref_merge_heads
@@ -25,24 +25,6 @@ from mmllm_course.nn.attention import split_heads as _ref_split_heads
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _same(a, b: torch.Tensor) -> bool:
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
-        return False
-    return torch.allclose(a.detach().double(), b.detach().double(), atol=1e-5, rtol=1e-4)
-
-
-def _expect_with_diagnosis(got, expected: torch.Tensor, what: str, mistakes: dict[str, torch.Tensor]) -> None:
-    """Compare like :func:`expect_tensor`; when values differ, say which known mistake they match."""
-    try:
-        expect_tensor(got, expected, what)
-    except CheckFailed as exc:
-        for explanation, wrong in mistakes.items():
-            if _same(got, wrong):
-                raise CheckFailed(f"{exc}. Your output equals {explanation}.") from None
-        raise
-
 
 # --------------------------------------------------------------------------------------------------
 # ch02.attention
@@ -116,7 +98,7 @@ def _check_attention(fn) -> str:
         if isinstance(got, tuple):
             raise CheckFailed(f"{what} returned a tuple; return only the output tensor (B, H, N, d)")
         expected, _ = _ref_sdpa(q, k, v, attn_mask=mask, return_weights=True)
-        _expect_with_diagnosis(got, expected, what, _attention_mistakes(q, k, v, mask))
+        expect_tensor_or_diagnose(got, expected, what, _attention_mistakes(q, k, v, mask))
     return "your attention matches the library's (and torch's) on every shape, dtype and mask."
 
 
@@ -152,7 +134,7 @@ def _check_split_heads(fn) -> str:
         x = torch.randn(b, n, d, generator=_gen(200 + i)).to(dtype)
         what = f"split_heads(x {tuple(x.shape)}, num_heads={h}, {dtype})"
         got = call(fn, x.clone(), h)
-        _expect_with_diagnosis(got, _ref_split_heads(x, h), what, _split_mistakes(x, h))
+        expect_tensor_or_diagnose(got, _ref_split_heads(x, h), what, _split_mistakes(x, h))
     return "your heads hold the same channels, in the same layout (B, H, N, D/H), as the library's."
 
 
@@ -177,7 +159,7 @@ def _check_merge_heads(fn) -> str:
         x = torch.randn(b, h, n, d // h, generator=_gen(300 + i)).to(dtype)
         what = f"merge_heads(x {tuple(x.shape)}, {dtype})"
         got = call(fn, x.clone())
-        _expect_with_diagnosis(got, _ref_merge_heads(x), what, _merge_mistakes(x))
+        expect_tensor_or_diagnose(got, _ref_merge_heads(x), what, _merge_mistakes(x))
     return "merge_heads(split_heads(x)) gives x back: your merge is the exact inverse of the split."
 
 
