@@ -15,7 +15,7 @@ from mmllm_course.encoders.clip_training import (
     zero_shot_accuracy,
 )
 from mmllm_course.encoders.text import TextTransformerConfig
-from mmllm_course.encoders.vit import ViTConfig
+from mmllm_course.encoders.vit import ViT, ViTConfig
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,8 @@ def test_distinct_caption_batches():
     sample = _distinct_caption_sampler(ids, torch.Generator().manual_seed(0))
     seen = set()
     for _ in range(50):
-        idx = sample(8)
-        assert len(idx) == 3  # capped at the number of distinct captions
+        idx = sample(3)
+        assert len(idx) == 3 and sample.groups == 3
         assert len({tuple(ids[i].tolist()) for i in idx}) == 3  # never the same caption twice
         seen.update(idx.tolist())
     assert seen == set(range(6))  # every pair gets its turn
@@ -93,6 +93,13 @@ def test_train_clip_validates_its_inputs(tok):
         train_clip(model, data.images, ids[:5], mask[:5], steps=1, batch_size=4, progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         train_clip(model, data.images, ids, mask, steps=1, batch_size=16, progress=False)
+    with pytest.raises(ValueError, match="at least 2"):
+        train_clip(model, data.images, ids, mask, steps=1, batch_size=1, progress=False)
+    twice = torch.cat([data.images, data.images]), torch.cat([ids, ids])  # 16 pairs, 8 distinct captions
+    with pytest.raises(ValueError, match="only 8 distinct captions"):
+        train_clip(model, *twice, steps=1, batch_size=9, progress=False)
+    hist = train_clip(model, data.images, ids, mask, steps=3, batch_size=2, warmup_steps=2, lr=1e-3, progress=False)
+    assert hist.lr[0] == pytest.approx(0.5e-3)  # the rate step 0 used: half-way through a 2-step warmup
 
 
 class _Oracle(CLIP):
@@ -132,7 +139,7 @@ def test_zero_shot_accuracy_counts_matches(tok):
     assert zero_shot_accuracy(oracle, images, labels, tok, names, templates=("a {}", "a {} thing")) == 1.0
 
 
-def test_encoders_give_unit_vectors_and_retrieval_is_consistent(tok):
+def test_encoders_give_unit_vectors_and_retrieval_needs_distinct_captions(tok):
     data = generate_shapes(40, seed=1)
     model = _tiny_clip(len(tok))
     keep = unique_caption_indices(data.captions)
@@ -142,7 +149,29 @@ def test_encoders_give_unit_vectors_and_retrieval_is_consistent(tok):
     img, txt = encode_images(model, data.images[keep], batch_size=7), encode_texts(model, tok, captions, batch_size=5)
     assert torch.allclose(img.norm(dim=-1), torch.ones(len(keep)), atol=1e-5)
     assert torch.allclose(txt.norm(dim=-1), torch.ones(len(keep)), atol=1e-5)
-    recall = text_to_image_recall(model, data.images[keep], captions, tok, ks=(1, len(keep)))
-    assert recall[len(keep)] == 1.0 and 0.0 <= recall[1] <= 1.0
     with pytest.raises(ValueError, match="distinct"):
         text_to_image_recall(model, data.images[:2], [captions[0], captions[0]], tok)
+
+
+def test_text_to_image_recall_with_an_oracle(tok):
+    # The oracle matches colours exactly, so 4 plain-colour images and their colour words retrieve perfectly,
+    # and a shifted caption list retrieves nothing at rank 1.
+    colours = [[0.85, 0.12, 0.12], [0.15, 0.7, 0.2], [0.15, 0.25, 0.85], [0.9, 0.85, 0.15]]
+    images = torch.stack([torch.tensor(c).view(3, 1, 1).expand(3, 32, 32) for c in colours])
+    oracle = _Oracle(tok)
+    names = ["a red shape", "a green shape", "a blue shape", "a yellow shape"]
+    assert text_to_image_recall(oracle, images, names, tok, ks=(1,))[1] == 1.0
+    assert text_to_image_recall(oracle, images, names[1:] + names[:1], tok, ks=(1,))[1] == 0.0
+
+
+def test_pooled_attention_maps_follow_the_pooling():
+    from mmllm_course.viz.attention import pooled_attention_maps
+
+    images = torch.rand(3, 3, 32, 32)
+    for pooling in ("cls", "mean"):
+        vit = ViT(ViTConfig(pooling=pooling)).train()
+        maps = pooled_attention_maps(vit, images)
+        assert maps.shape == (2, 3, 4, 4, 4) and vit.training  # (L, B, H, 4, 4); training mode restored
+        weights = vit.eval()(images, output_attentions=True).attentions
+        rows = [w[:, :, 0, 1:] if pooling == "cls" else w[:, :, 1:, 1:].mean(dim=2) for w in weights]
+        torch.testing.assert_close(maps, torch.stack(rows).reshape(2, 3, 4, 4, 4))

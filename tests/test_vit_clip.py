@@ -271,3 +271,5 @@ def test_vit_pixel_normalisation_is_applied_first():
         ViTConfig(pixel_mean=(0.5, 0.5), pixel_std=(0.2, 0.2))
     with pytest.raises(ValueError, match="channels"):
         with_norm(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="expected images of size 32x32, got 64x64"):
+        with_norm(torch.rand(2, 3, 64, 64))

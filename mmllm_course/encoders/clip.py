@@ -176,6 +176,8 @@ def retrieval_recall_at_k(similarity: torch.Tensor, k: int, targets: torch.Tenso
         targets = torch.arange(q, device=similarity.device)
     elif tuple(targets.shape) != (q,):
         raise ValueError(f"targets must be (Q,) = ({q},), got shape {tuple(targets.shape)}")
+    elif targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= g):
+        raise ValueError(f"targets must index the gallery [0, {g}), got values in [{int(targets.min())}, {int(targets.max())}]")
     topk = similarity.topk(k, dim=1).indices  # (Q, k)
     return (topk == targets[:, None]).any(dim=1).float().mean().item()
 

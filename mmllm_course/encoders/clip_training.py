@@ -59,7 +59,7 @@ def train_clip(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     steps: int = 600,
-    batch_size: int = 256,
+    batch_size: int = 128,
     lr: float = 2e-3,
     warmup_steps: int = 50,
     weight_decay: float = 0.05,
@@ -94,7 +94,14 @@ def train_clip(
         raise ValueError(f"batch_size={batch_size} is larger than the {n} pairs in the dataset")
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be at least 2 (a contrastive loss needs negatives), got {batch_size}")
     sample = _distinct_caption_sampler(input_ids, generator) if distinct_captions else None
+    if sample is not None and batch_size > sample.groups:
+        raise ValueError(
+            f"batch_size={batch_size} but the data holds only {sample.groups} distinct captions; with "
+            f"distinct_captions=True a batch can hold at most {sample.groups}"
+        )
     optimizer, scheduler = adamw_with_schedule(model, lr, steps, warmup_steps, weight_decay)
     history = TrainingHistory()
     model.train()
@@ -107,9 +114,9 @@ def train_clip(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        scheduler.step()
         history.loss.append(loss.item())
-        history.lr.append(scheduler.get_last_lr()[0])
+        history.lr.append(scheduler.get_last_lr()[0])  # the rate this step used
+        scheduler.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{1 / model.scale().item():.3f}")
     history.seconds = time.perf_counter() - start
     model.eval()
@@ -132,6 +139,7 @@ def _distinct_caption_sampler(input_ids: torch.Tensor, generator: torch.Generato
         offsets = (torch.rand(len(groups), generator=generator) * counts[groups]).long()
         return order[starts[groups] + offsets]
 
+    sample.groups = len(counts)  # how many distinct captions there are
     return sample
 
 
@@ -198,6 +206,8 @@ def zero_shot_accuracy(
     ``class_names[k]`` fills every template (prompt ensembling when there are several); ``labels``
     (N,) holds the true class index of each image. No training on these classes is involved.
     """
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must be ({images.shape[0]},), one per image, got shape {tuple(labels.shape)}")
     prompts = [t.format(name) for name in class_names for t in templates]
     ids, _ = tokenize_captions(tokenizer, prompts, model.config.text.context_length)
     k, p = len(class_names), len(templates)

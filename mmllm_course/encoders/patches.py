@@ -72,12 +72,16 @@ class PatchEmbedding(nn.Module):
         self.num_patches = self.grid_size**2
         self.proj = nn.Linear(patch_size * patch_size * in_channels, dim, bias=bias)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def check_images(self, images: torch.Tensor) -> None:
+        """Raise a ValueError naming expected and actual sizes unless images are (B, C, image_size, image_size) floats."""
         _check_images(images, self.patch_size, self.in_channels)
         if images.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(
                 f"expected images of size {self.image_size}x{self.image_size}, got {images.shape[-2]}x{images.shape[-1]}"
             )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.check_images(images)
         return self.proj(patchify(images, self.patch_size))  # (B, N, D)
 
     def to_conv2d(self) -> nn.Conv2d:

@@ -31,7 +31,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from mmllm_course.encoders.patches import VisionEmbeddings, _check_images
+from mmllm_course.encoders.patches import VisionEmbeddings
 from mmllm_course.nn.transformer import ACTIVATIONS, TransformerBlock
 
 
@@ -124,7 +124,7 @@ class ViT(nn.Module):
     def forward(self, images: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False) -> ViTOutput:
         """images: (B, C, H, W) with C, H, W as in the config (ValueError otherwise)."""
         if self.pixel_mean is not None:
-            _check_images(images, self.config.patch_size, self.config.in_channels)  # before any arithmetic
+            self.embeddings.patch_embedding.check_images(images)  # every size check before any arithmetic
             images = (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
         x = self.pre_norm(self.embeddings(images))  # (B, 1+N, D)
         hidden = [x] if output_hidden_states else None

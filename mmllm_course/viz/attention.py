@@ -91,7 +91,7 @@ def show_attention_overlay(
 def plot_cls_attention_grid(
     images: torch.Tensor, maps: torch.Tensor, layer: int = -1, captions: Sequence[str] | None = None, max_images: int = 6
 ) -> plt.Figure:
-    """One row per head (plus their mean), one column per image: [CLS] attention of ``layer`` over the patches.
+    """One row per head (plus their mean), one column per image: attention of the pooled vector (``pooled_attention_maps``) in ``layer`` over the patches.
 
     maps: (L, B, H, gh, gw) from :func:`pooled_attention_maps`.
     """
@@ -117,7 +117,7 @@ def plot_cls_attention_grid(
 
 
 def attention_map_explorer(vit: torch.nn.Module, images: torch.Tensor, captions: Sequence[str] | None = None):
-    """A widget: pick the layer, the head (or their mean) and the image; see where [CLS] looks.
+    """A widget: pick the layer, the head (or their mean) and the image; see which patches the pooled vector reads.
 
     Core ipywidgets only (``Dropdown``, ``IntSlider``, ``interactive``); returns the widget, whose
     first view is drawn on construction (display it in a notebook to explore).
@@ -138,7 +138,7 @@ def attention_map_explorer(vit: torch.nn.Module, images: torch.Tensor, captions:
         axes[0].set_title(captions[image] if captions else f"image {image}", fontsize=9)
         axes[0].set_xticks([])
         axes[0].set_yticks([])
-        show_attention_overlay(images[image], m, axes[1], title=f"[CLS] attention, layer {layer}, head {'mean' if head < 0 else head}")
+        show_attention_overlay(images[image], m, axes[1], title=f"pooled attention, layer {layer}, head {'mean' if head < 0 else head}")
         fig.tight_layout()
         display(fig)
         plt.close(fig)

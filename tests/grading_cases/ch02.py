@@ -64,6 +64,18 @@ def attention_mask_inverted(q, k, v, mask=None):
     return _attend(q, k, v, mask, 1 / math.sqrt(q.shape[-1]), invert=True).nan_to_num(0.0)
 
 
+def attention_mask_after_softmax(q, k, v, mask=None):
+    """Wrong: zeroes masked weights after the softmax, so rows no longer sum to 1."""
+    w = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)
+    return (w if mask is None else w * mask) @ v
+
+
+def attention_masked_fill_zero(q, k, v, mask=None):
+    """Wrong: masked scores set to 0, which still get exp(0) of weight."""
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return (s if mask is None else s.masked_fill(~mask, 0.0)).softmax(dim=-1) @ v
+
+
 def attention_float32(q, k, v, mask=None):
     """Wrong: computes in float32 whatever the input."""
     return attention_reference(q.float(), k.float(), v.float(), mask)
@@ -244,6 +256,8 @@ CASES = {
             "softmax over the queries": attention_softmax_queries,
             "mask ignored": attention_mask_ignored,
             "mask inverted": attention_mask_inverted,
+            "mask applied after softmax": attention_mask_after_softmax,
+            "masked scores set to 0": attention_masked_fill_zero,
             "always float32": attention_float32,
             "returns (output, weights)": attention_returns_weights_too,
         },

@@ -80,24 +80,30 @@ def _attention_mistakes(q, k, v, mask) -> dict[str, torch.Tensor]:
         out["attention with the mask inverted: True means KEEP this key, False means mask it out"] = attend(
             1 / math.sqrt(d), use_mask=~mask
         )
+        plain = (q @ k.transpose(-2, -1) / math.sqrt(d)).softmax(dim=-1)
+        out["the mask applied AFTER the softmax (masked weights zeroed, the rest no longer sums to 1): "
+            "mask the scores before the softmax"] = (plain * mask) @ v
+        out["masked scores set to 0 instead of -inf: a score of 0 still gets weight exp(0) after the softmax"] = (
+            (q @ k.transpose(-2, -1) / math.sqrt(d)).masked_fill(~mask, 0.0).softmax(dim=-1) @ v
+        )
     return out
 
 
 @exercise(
     "ch02.attention",
     "Scaled dot-product attention with a mask",
-    hint="scores = q @ k.transpose(-2, -1) / sqrt(d); scores.masked_fill(~mask, float('-inf')); "
-    "softmax over the last axis (the keys); weights @ v.",
+    hint="score every query against every key, scale by 1/sqrt(d), give masked-out keys a score that the "
+    "softmax turns into exactly 0 (before the softmax, not after), normalise over the keys, then mix the values.",
 )
 def _check_attention(fn) -> str:
     for i, case in enumerate(_ATTENTION_CASES):
         q, k, v, mask = _attention_inputs(case, seed=100 + i)
         mask_txt = "mask=None" if mask is None else f"{case[6]} mask {tuple(mask.shape)}"
         what = f"scaled_dot_product_attention(q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, {mask_txt}, {q.dtype})"
-        got = call(fn, q.clone(), k.clone(), v.clone(), mask)
+        expected, _ = _ref_sdpa(q, k, v, attn_mask=mask, return_weights=True)  # before learner code can touch anything
+        got = call(fn, q.clone(), k.clone(), v.clone(), None if mask is None else mask.clone())
         if isinstance(got, tuple):
             raise CheckFailed(f"{what} returned a tuple; return only the output tensor (B, H, N, d)")
-        expected, _ = _ref_sdpa(q, k, v, attn_mask=mask, return_weights=True)
         expect_tensor_or_diagnose(got, expected, what, _attention_mistakes(q, k, v, mask))
     return "your attention matches the library's (and torch's) on every shape, dtype and mask."
 
@@ -127,7 +133,8 @@ def _split_mistakes(x: torch.Tensor, h: int) -> dict[str, torch.Tensor]:
 @exercise(
     "ch02.split_heads",
     "Split the width into heads",
-    hint="x.view(B, N, H, D // H).transpose(1, 2), or rearrange(x, 'b n (h d) -> b h n d', h=H).",
+    hint="head h owns channels h*D/H .. (h+1)*D/H - 1 of every token; split the last axis into (H, D/H) first, "
+    "then move the head axis in front of the tokens (a reshape alone mixes tokens and heads).",
 )
 def _check_split_heads(fn) -> str:
     for i, (b, n, d, h, dtype) in enumerate(_HEADS_CASES):
@@ -152,7 +159,7 @@ def _merge_mistakes(x: torch.Tensor) -> dict[str, torch.Tensor]:
 @exercise(
     "ch02.merge_heads",
     "Merge the heads back",
-    hint="x.transpose(1, 2).reshape(B, N, H * Dh): the inverse of split_heads.",
+    hint="undo split_heads step by step, in reverse order: tokens back in front of heads, then join (H, Dh).",
 )
 def _check_merge_heads(fn) -> str:
     for i, (b, n, d, h, dtype) in enumerate(_HEADS_CASES):
@@ -190,7 +197,8 @@ def _clip_loss_mistakes(logits: torch.Tensor) -> dict[str, float]:
 @exercise(
     "ch02.clip_loss",
     "Symmetric InfoNCE, CLIP's loss",
-    hint="targets = torch.arange(B); (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2.",
+    hint="pair i is (image i, text i), so the right class of row i is i; CLIP scores both directions, "
+    "image->text (rows) and text->image (columns), and averages the two.",
 )
 def _check_clip_loss(fn) -> str:
     for i, (b, dtype) in enumerate(_CLIP_LOSS_CASES):
@@ -240,8 +248,8 @@ def _zero_shot_inputs(b: int, k: int, e: int, dtype: torch.dtype, seed: int):
 @exercise(
     "ch02.zero_shot",
     "Zero-shot prediction by cosine similarity",
-    hint="Normalise both (F.normalize(x, dim=-1)), take image_embeds @ class_embeds.T (B, K), argmax over the "
-    "classes (dim=-1).",
+    hint="zero-shot compares directions (cosine similarity), not lengths: which vectors must have unit length "
+    "before the product, and over which axis is the best class chosen?",
 )
 def _check_zero_shot(fn) -> str:
     raw_differs = False
