@@ -127,49 +127,58 @@ check("ch02.zero_shot", zero_shot_predict)
 #
 # **Q1.** You drop the `1/sqrt(d)` from softmax attention and make the heads wider and wider. What happens?
 #
-# a) Nothing changes: softmax is invariant to the size of its inputs.
+# a) The scores spread out like sqrt(d), the softmax saturates towards one-hot weights, and its
+# gradients vanish.
 #
-# b) The scores' spread grows like sqrt(d), so the softmax saturates towards one-hot weights and its
-# gradients vanish: training slows or stalls.
+# b) The scores shrink like 1/sqrt(d), the softmax flattens towards uniform weights, and every token
+# averages all the others.
 #
-# c) The weights become uniform, so every token averages all the others equally.
+# c) Nothing changes: a softmax only depends on the order of its inputs, and scaling all scores
+# keeps that order.
 #
-# d) The output grows like d, so the next LayerNorm overflows.
+# d) The output grows like d, the residual stream overflows, and the next LayerNorm returns NaN for
+# every token.
 
 # %%
-q1 = "b"  # SOLUTION
+q1 = "a"  # SOLUTION
 check("ch02.q1", q1)
 
 # %% [markdown]
 # **Q2.** CLIP's logits are cosine similarities divided by a temperature `T`. What does a lower `T` do?
 #
-# a) It shrinks the logits, so the softmax over the batch becomes flatter.
+# a) It divides the cosine similarities by a larger number, so the softmax over the batch gets
+# flatter and softer.
 #
-# b) It changes which caption has the highest similarity to an image.
+# b) It changes which caption has the highest similarity to an image, so the zero-shot predictions
+# change too.
 #
-# c) It multiplies the cosine similarities by a larger scale 1/T, so the softmax over the batch gets
-# sharper: the loss punishes near-misses harder.
+# c) It has no effect on training at all, because both embeddings are normalised to unit length
+# before the product.
 #
-# d) It has no effect, because the embeddings are normalised.
+# d) It multiplies the cosine similarities by a larger 1/T, so the softmax gets sharper and
+# near-misses cost more.
 
 # %%
-q2 = "c"  # SOLUTION
+q2 = "d"  # SOLUTION
 check("ch02.q2", q2)
 
 # %% [markdown]
 # **Q3.** Why can CLIP classify images into classes it was never trained to classify?
 #
-# a) Because its image tower was trained with a classification head over those classes.
+# a) Its image tower was pre-trained with a classification head over those classes, which zero-shot
+# reuses as is.
 #
-# b) Because the text tower turns any class name into a point in the same space as the images, so a
-# prompt per class acts as the weights of a linear classifier built from text, with no training.
+# b) It memorises every training image with its caption and, at test time, looks up the nearest
+# training image.
 #
-# c) Because it memorises every training image and looks up the nearest one.
+# c) The text tower maps any class prompt into the images' space, so the prompts act as a classifier
+# built from text.
 #
-# d) It does not: zero-shot accuracy is at chance level unless the model is fine-tuned.
+# d) It cannot: zero-shot accuracy stays at chance level unless the model is fine-tuned on the new
+# classes first.
 
 # %%
-q3 = "b"  # SOLUTION
+q3 = "c"  # SOLUTION
 check("ch02.q3", q3)
 
 # %% [markdown]

@@ -300,7 +300,7 @@ CASES = {
             "similarities instead of indices": zero_shot_scores,
         },
     },
-    "ch02.q1": {"answer": "b", "wrong": ["a", "c", "d"]},
-    "ch02.q2": {"answer": "c", "wrong": ["a", "b", "d"]},
-    "ch02.q3": {"answer": "b", "wrong": ["a", "c", "d"]},
+    "ch02.q1": {"answer": "a", "wrong": ["b", "c", "d"]},
+    "ch02.q2": {"answer": "d", "wrong": ["a", "b", "c"]},
+    "ch02.q3": {"answer": "c", "wrong": ["a", "b", "d"]},
 }

@@ -289,13 +289,12 @@ question(
     "ch02.q1",
     "Softmax attention without 1/sqrt(d) as the head width d grows",
     {
-        "a": "Nothing changes: softmax is invariant to the size of its inputs.",
-        "b": "The scores' spread grows like sqrt(d), so the softmax saturates towards one-hot weights "
-        "and its gradients vanish: training slows or stalls.",
-        "c": "The weights become uniform, so every token averages all the others equally.",
-        "d": "The output grows like d, so the next LayerNorm overflows.",
+        "a": "The scores spread out like sqrt(d), the softmax saturates towards one-hot weights, and its gradients vanish.",
+        "b": "The scores shrink like 1/sqrt(d), the softmax flattens towards uniform weights, and every token averages all the others.",
+        "c": "Nothing changes: a softmax only depends on the order of its inputs, and scaling all scores keeps that order.",
+        "d": "The output grows like d, the residual stream overflows, and the next LayerNorm returns NaN for every token.",
     },
-    [answer_hash("b")],
+    [answer_hash("a")],
     explanation="q.k is a sum of d products: with unit-variance entries its variance is d. Dividing by sqrt(d) "
     "keeps the scores at variance 1, so the softmax stays soft and trainable at any head width.",
     hint="Compute the variance of a dot product of two random d-dimensional vectors with unit-variance entries.",
@@ -305,13 +304,12 @@ question(
     "ch02.q2",
     "What a lower temperature does to CLIP's logits",
     {
-        "a": "It shrinks the logits, so the softmax over the batch becomes flatter.",
-        "b": "It changes which caption has the highest similarity to an image.",
-        "c": "It multiplies the cosine similarities by a larger scale 1/T, so the softmax over the batch gets "
-        "sharper: the loss punishes near-misses harder.",
-        "d": "It has no effect, because the embeddings are normalised.",
+        "a": "It divides the cosine similarities by a larger number, so the softmax over the batch gets flatter and softer.",
+        "b": "It changes which caption has the highest similarity to an image, so the zero-shot predictions change too.",
+        "c": "It has no effect on training at all, because both embeddings are normalised to unit length before the product.",
+        "d": "It multiplies the cosine similarities by a larger 1/T, so the softmax gets sharper and near-misses cost more.",
     },
-    [answer_hash("c")],
+    [answer_hash("d")],
     explanation="logits = cos / T. The ranking (argmax) never changes with T; the sharpness of the softmax does. "
     "CLIP learns T (as log 1/T), starting at 0.07, and caps 1/T at 100.",
     hint="Write the logits as cosine / T and ask what dividing by a smaller number does before a softmax.",
@@ -321,13 +319,12 @@ question(
     "ch02.q3",
     "Why CLIP classifies images it was never trained to classify",
     {
-        "a": "Because its image tower was trained with a classification head over those classes.",
-        "b": "Because the text tower turns any class name into a point in the same space as the images, so a "
-        "prompt per class acts as the weights of a linear classifier built from text, with no training.",
-        "c": "Because it memorises every training image and looks up the nearest one.",
-        "d": "It does not: zero-shot accuracy is at chance level unless the model is fine-tuned.",
+        "a": "Its image tower was pre-trained with a classification head over those classes, which zero-shot reuses as is.",
+        "b": "It memorises every training image with its caption and, at test time, looks up the nearest training image.",
+        "c": "The text tower maps any class prompt into the images' space, so the prompts act as a classifier built from text.",
+        "d": "It cannot: zero-shot accuracy stays at chance level unless the model is fine-tuned on the new classes first.",
     },
-    [answer_hash("b")],
+    [answer_hash("c")],
     explanation="Each class prompt's embedding is a row of a classifier matrix (K, E); cosine with the image "
     "embedding is the logit. New classes need only new prompts, as long as the words were seen in training.",
     hint="Look at what zero_shot_classifier returns and what zero_shot_predict does with it.",
