@@ -118,3 +118,22 @@ def test_grader_cli_reports_a_deleted_check(tmp_path):
 def test_grader_cli_rejects_missing_file():
     proc = _grade("no/such/notebook.ipynb")
     assert proc.returncode == 2 and "no such notebook" in proc.stderr
+
+
+def test_question_choices_in_notebooks_match_the_checks():
+    # The exercise notebook shows the choices as prose, the check module holds them: they must agree.
+    from mmllm_course.grading import core
+
+    def squash(text):
+        return " ".join(text.replace("#", " ").split())
+
+    core._load_checks()
+    questions = [e for e in core._REGISTRY.values() if e.kind == "question"]
+    assert questions
+    for q in questions:
+        paths = sorted((ROOT / "exercises").glob(f"{q.chapter:02d}_*.ipynb"))
+        assert paths, f"no exercise notebook for {q.id}"
+        nb = nbformat.read(paths[0], as_version=4)
+        prose = squash(" ".join(c.source for c in nb.cells if c.cell_type == "markdown"))
+        for letter, text in q.choices.items():
+            assert squash(f"{letter}) {text}") in prose, f"{q.id} choice {letter} differs between {paths[0].name} and the check"

@@ -84,6 +84,7 @@ class Exercise:
     checker: Callable[[Any], str | None]
     hint: str = ""
     timeout: float = DEFAULT_TIMEOUT_S
+    choices: dict[str, str] = field(default_factory=dict)  # a question's letters -> texts
     chapter: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -161,7 +162,7 @@ def question(
 
     if question_id in _REGISTRY:
         raise ValueError(f"exercise {question_id!r} is registered twice")
-    _REGISTRY[question_id] = Exercise(question_id, title, "question", checker, hint)
+    _REGISTRY[question_id] = Exercise(question_id, title, "question", checker, hint, choices=dict(choices))
 
 
 def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
