@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 lab: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab notebooks/00_course_map.ipynb
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00_course_map.ipynb
 
 # Unit, parity and grader tests, nbval over notebooks/ and solutions/, the grader CLI over
 # solutions/ (expect pass) and exercises/ (expect todo), and the notebook build-drift check.
