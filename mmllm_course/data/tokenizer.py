@@ -109,7 +109,6 @@ def train_bpe_tokenizer(
     ``256 + number of special tokens``. Save with ``save_pretrained``; reload with ``AutoTokenizer.from_pretrained``.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     specials = [pad_token, eos_token, bos_token, *extra_special_tokens]
     if any(not isinstance(t, str) or not t for t in specials):
@@ -138,6 +137,13 @@ def train_bpe_tokenizer(
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer)
+    return _wrap(backend, bos_token, eos_token, pad_token, extra_special_tokens)
+
+
+def _wrap(backend, bos_token: str, eos_token: str, pad_token: str, extra_special_tokens: Sequence[str]):
+    """A ``tokenizers`` backend as a ``transformers`` fast tokenizer with its special tokens named."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=bos_token,
@@ -160,14 +166,7 @@ def shapes_tokenizer(vocab_size: int = 512, extra_special_tokens: Sequence[str] 
     tokens to one copy leaves the others unchanged. Ids: pad 0, eos 1, bos 2.
     """
     from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
 
     extra = tuple(extra_special_tokens)
     backend = Tokenizer.from_str(_shapes_backend_json(vocab_size, extra))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=BOS_TOKEN,
-        eos_token=EOS_TOKEN,
-        pad_token=PAD_TOKEN,
-        extra_special_tokens=list(extra),
-    )
+    return _wrap(backend, BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, extra)
