@@ -15,8 +15,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -33,7 +35,10 @@ def _kernel_manager():
         def get_kernel_spec(self, kernel_name):  # noqa: ARG002 - every name means this Python
             return self.kernel_spec_class(resource_dir=ipykernel.kernelspec.RESOURCES, **ipykernel.kernelspec.get_kernel_dict())
 
-    return KernelManager(kernel_name="python3", kernel_spec_manager=CurrentPythonSpecs())
+    # IPC sockets where the platform has them: a local kernel then needs no TCP port, and ipykernel
+    # does not warn on every start that TCP traffic is unencrypted.
+    transport = "tcp" if sys.platform == "win32" else "ipc"
+    return KernelManager(kernel_name="python3", kernel_spec_manager=CurrentPythonSpecs(), transport=transport)
 
 
 def grade_notebook(path: Path, cell_timeout: int = 300) -> dict:
@@ -93,14 +98,19 @@ def grade_notebook(path: Path, cell_timeout: int = 300) -> dict:
 
 
 def _print_table(graded: dict) -> None:
+    """One row per exercise; a message longer than the row wraps below it, never cut (the diagnosis is at its end)."""
     results = graded["results"]
     print(f"\n{graded['notebook']}  ({graded['seconds']} s)")
     width = max([len(r["id"]) for r in results] + [8])
+    indent = " " * (2 + width + 2 + 5 + 2)
+    columns = max(60, shutil.get_terminal_size((120, 24)).columns - len(indent))
     for r in results:
-        message = r["message"].replace("\n", " ")
-        print(f"  {r['id']:<{width}}  {r['status']:<5}  {message[:100]}")
+        lines = textwrap.wrap(r["message"].replace("\n", " "), columns) or [""]
+        print(f"  {r['id']:<{width}}  {r['status']:<5}  {lines[0]}")
+        for line in lines[1:]:
+            print(indent + line)
     for err in graded["cell_errors"]:
-        print(f"  cell error: {err[:120]}")
+        print(f"  cell error: {err}")
     passed = sum(r["status"] == "pass" for r in results)
     print(f"  score: {passed}/{len(results)}")
 

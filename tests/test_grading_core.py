@@ -168,3 +168,205 @@ def test_result_on_another_device_is_compared_on_cpu(registry):
 @pytest.mark.parametrize("answer", ["b", "B", " b. ", "(b)", "b)", "b) no", "[b]"])
 def test_answer_formats(registry, answer):
     assert check("ch99.q1", answer).status == "pass"
+
+
+# --------------------------------------------------------------------------------------------------
+# Learner code that does not stop: every form must be stopped within the timeout plus a little.
+# --------------------------------------------------------------------------------------------------
+
+
+def _swallow_bare(x):
+    while True:
+        try:
+            time.sleep(0.01)
+        except:  # noqa: E722 - the point of the test
+            pass
+
+
+def _swallow_nested(x):
+    while True:
+        try:
+            try:
+                sum(range(1000))
+            except BaseException:
+                pass
+        except BaseException:
+            continue
+
+
+def _swallow_then_return(x):
+    try:
+        time.sleep(30)
+    except BaseException:
+        pass
+    return 2 * x  # right answer, but only after the time limit: still an error
+
+
+def _swallow_in_finally(x):
+    n = 0
+    while True:
+        try:
+            n += 1
+        finally:
+            try:
+                n -= 1
+            except:  # noqa: E722
+                pass
+
+
+@pytest.mark.parametrize("answer", [_swallow_bare, _swallow_nested, _swallow_then_return, _swallow_in_finally])
+def test_timeout_stops_code_that_swallows_every_exception(registry, answer):
+    import sys
+
+    trace_before = sys.gettrace()
+    start = time.perf_counter()
+    result = check("ch99.double", answer)
+    assert time.perf_counter() - start < 1.0 + 2.0, "the check must return within its timeout plus 2 s"
+    assert result.status == "error" and "longer than" in result.message
+    assert sys.gettrace() is trace_before
+    # Nothing is left pending: plain Python keeps running undisturbed afterwards.
+    total = 0
+    for i in range(200_000):
+        total += i
+    time.sleep(0.3)
+    assert total == sum(range(200_000))
+    assert check("ch99.double", lambda x: 2 * x).status == "pass"  # and the grader works as before
+
+
+def test_ctrl_c_during_a_check_is_reported_and_stops_the_cell(registry, capsys):
+    import os
+    import signal
+    import threading
+
+    handler_before = signal.getsignal(signal.SIGINT)
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        check("ch99.double", _swallow_bare)
+    timer.join()
+    assert time.perf_counter() - start < 0.9
+    assert "interrupted" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGINT) is handler_before
+
+
+# --------------------------------------------------------------------------------------------------
+# Global state: a check runs under a known state and gives the learner's state back.
+# --------------------------------------------------------------------------------------------------
+
+
+def test_learner_changes_to_global_state_do_not_leak(registry):
+    seen = {}
+
+    def meddling(x):
+        torch.set_default_dtype(torch.float64)
+        torch.set_grad_enabled(False)
+        return 2 * x
+
+    @core.exercise("ch99.state", "Reads the state after learner code ran")
+    def _check(fn):
+        call(fn, torch.ones(2))
+        seen["dtype"], seen["grad"] = torch.get_default_dtype(), torch.is_grad_enabled()
+        return "ok"
+
+    assert check("ch99.state", meddling).status == "pass"
+    assert seen == {"dtype": torch.float32, "grad": True}, "inside the check, the known state comes back after learner code"
+    assert torch.get_default_dtype() == torch.float32 and torch.is_grad_enabled()
+    assert check("ch99.double", meddling).status == "pass"
+    assert torch.get_default_dtype() == torch.float32 and torch.is_grad_enabled()
+
+
+def test_check_runs_under_a_known_state_and_restores_the_learners(registry):
+    seen = {}
+
+    @core.exercise("ch99.known", "Reads the state a check starts in")
+    def _check(fn):
+        seen["dtype"], seen["grad"] = torch.get_default_dtype(), torch.is_grad_enabled()
+        seen["draw"] = torch.rand(3)
+        return "ok"
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(4)
+    torch.manual_seed(123)
+    try:
+        torch.set_default_dtype(torch.float64)
+        with torch.no_grad():
+            assert check("ch99.known", lambda x: x).status == "pass"
+            assert not torch.is_grad_enabled()
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert seen["dtype"] == torch.float32 and seen["grad"] is True
+    first = seen["draw"]
+    check("ch99.known", lambda x: x)
+    assert torch.equal(seen["draw"], first), "checks draw from a fixed seed"
+    assert torch.equal(torch.rand(4), expected_next), "the learner's random stream is not consumed by a check"
+
+
+# --------------------------------------------------------------------------------------------------
+# Messages
+# --------------------------------------------------------------------------------------------------
+
+
+def test_multi_line_errors_keep_every_line(registry):
+    from einops import rearrange
+
+    def bad_split(x):
+        return rearrange(x, "(a b) -> a b", b=3)  # cannot split 5 into chunks of 3
+
+    result = check("ch99.double", bad_split)
+    assert result.status == "error"
+    assert "can't divide axis of length 5 in chunks of 3" in result.message or "chunks of 3" in result.message
+
+
+def test_sys_exit_message_says_what_happened(registry):
+    result = check("ch99.double", lambda x: exit())
+    assert result.status == "error" and "sys.exit" in result.message and "return" in result.message
+
+
+def test_type_names_take_the_right_article(registry):
+    result = check("ch99.double", lambda x: torch.nn.Identity())
+    assert result.status == "fail" and "an Identity" in result.message and "a Identity" not in result.message
+
+
+def test_result_is_not_echoed_after_its_printed_verdict(registry, capsys):
+    result = check("ch99.double", lambda x: 2 * x)
+    capsys.readouterr()
+    result._ipython_display_()
+    assert capsys.readouterr().out == ""
+    quiet = check("ch99.double", lambda x: 2 * x, quiet=True)
+    quiet._ipython_display_()
+    assert "PASS" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# Questions
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def number_question(registry):
+    core.question(
+        "ch99.q2", "How many tokens?", {"a": "196", "b": "197", "c": "49", "d": "50"}, [core.answer_hash("b")],
+        explanation="196 patches and [CLS]",
+    )
+
+
+@pytest.mark.parametrize("answer", ["b, 197", "b: 197", "b) 197", "B; 197"])
+def test_letter_then_value_reads_as_the_letter(number_question, answer):
+    assert check("ch99.q2", answer).status == "pass"
+
+
+def test_value_instead_of_letter_is_told_to_use_the_letter(number_question):
+    result = check("ch99.q2", "197")
+    assert result.status == "fail" and "letter" in result.message and '"b"' in result.message
+
+
+def test_empty_answer_is_todo(number_question):
+    assert check("ch99.q2", "").status == "todo"
+    assert check("ch99.q2", "   ").status == "todo"
+
+
+def test_wrong_answer_lists_the_choices(number_question):
+    result = check("ch99.q2", "a")
+    assert result.status == "fail" and "a) 196" in result.message and "d) 50" in result.message

@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from mmllm_course.grading.core import CheckFailed
+from mmllm_course.grading.core import CheckFailed, a_or_an
 
 
 def _fmt_shape(t: torch.Tensor) -> str:
-    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+    return str(tuple(t.shape))  # (2, 3), and (1,) for one axis
 
 
 def expect_tensor(
@@ -28,7 +28,7 @@ def expect_tensor(
     if got is None:
         raise CheckFailed(f"{what} returned None: did you forget `return`?")
     if not isinstance(got, torch.Tensor):
-        raise CheckFailed(f"{what} returned a {type(got).__name__}; expected a torch.Tensor of shape {_fmt_shape(expected)}")
+        raise CheckFailed(f"{what} returned {a_or_an(type(got).__name__)}; expected a torch.Tensor of shape {_fmt_shape(expected)}")
     if got.shape != expected.shape:
         raise CheckFailed(f"{what} returned shape {_fmt_shape(got)}; expected {_fmt_shape(expected)}")
     if check_dtype and got.dtype != expected.dtype:
@@ -59,7 +59,7 @@ def expect_close_scalar(got: Any, expected: float, what: str, atol: float = 1e-5
             raise CheckFailed(f"{what} returned a tensor of shape {_fmt_shape(got)}; expected a single number")
         got = got.item()
     if not isinstance(got, (int, float)):
-        raise CheckFailed(f"{what} returned a {type(got).__name__}; expected a number")
+        raise CheckFailed(f"{what} returned {a_or_an(type(got).__name__)}; expected a number")
     if abs(got - expected) > atol + rtol * abs(expected):
         raise CheckFailed(f"{what} returned {got:.6g}; expected {expected:.6g}")
 
