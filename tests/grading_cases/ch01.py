@@ -1,12 +1,22 @@
 """Grader cases for chapter 1: correct versions written several ways, and the mistakes learners make."""
 
+import functools
 import math
+import re
+from collections import Counter, defaultdict
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
+from transformers import ViTConfig
+from transformers.models.vit.modeling_vit import ViTEmbeddings
 
+from mmllm_course.data.shapes import COLOR_RGB, COLORS, generate_shapes
+from mmllm_course.encoders.patches import PatchEmbedding as RefPatchEmbedding
 from mmllm_course.encoders.patches import patchify as ref_patchify
+from mmllm_course.grading.checks.ch01 import reference_bpe_merges as ref_bpe_merges
+from mmllm_course.grading.checks.ch01 import reference_interpolate_positions as ref_interpolate_positions
 from mmllm_course.nn.position import sincos_2d_position_embedding as ref_sincos_2d
 
 # ---------------------------------------------------------------------------------------------- patchify
@@ -244,6 +254,463 @@ def embed_in_place(images, weight, bias, patch_size):
     return out
 
 
+# ------------------------------------------------------------------------- PatchEmbedding module (build)
+
+
+class PatchEmbeddingReshape(nn.Module):
+    """Correct, with reshape/permute and an nn.Linear called proj."""
+
+    def __init__(self, image_size, patch_size, in_channels, dim):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Linear(patch_size * patch_size * in_channels, dim)
+
+    def forward(self, images):
+        b, c, h, w = images.shape
+        p = self.patch_size
+        x = images.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(b, -1, p * p * c)
+        return self.proj(x)
+
+
+class PatchEmbeddingConvCompute(nn.Module):
+    """Correct: stores the Linear-shaped weight as proj, computes the tokens with a strided convolution."""
+
+    def __init__(self, image_size, patch_size, in_channels=3, dim=64):
+        super().__init__()
+        self.p, self.c = patch_size, in_channels
+        self.proj = nn.Linear(patch_size * patch_size * in_channels, dim)
+
+    def forward(self, images):
+        kernel = rearrange(self.proj.weight, "d (p1 p2 c) -> d c p1 p2", p1=self.p, p2=self.p, c=self.c)
+        maps = F.conv2d(images, kernel, self.proj.bias, stride=self.p)  # (B, D, H/p, W/p)
+        return maps.flatten(2).transpose(1, 2)
+
+
+class PatchEmbeddingOwnParameters(nn.Module):
+    """Correct: nn.Parameters of its own, inside a sub-module named proj so the names match."""
+
+    def __init__(self, image_size, patch_size, in_channels, dim):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Module()
+        self.proj.weight = nn.Parameter(torch.randn(dim, patch_size * patch_size * in_channels) * 0.02)
+        self.proj.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, images):
+        patches = patchify_loops(images, self.patch_size)
+        return patches @ self.proj.weight.T + self.proj.bias
+
+
+class PatchEmbeddingChannelFirst(PatchEmbeddingReshape):
+    """Wrong: patches flattened (c p1 p2)."""
+
+    def forward(self, images):
+        p = self.patch_size
+        return self.proj(rearrange(images, "b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=p, p2=p))
+
+
+class PatchEmbeddingColumnMajor(PatchEmbeddingReshape):
+    """Wrong: patches numbered column by column."""
+
+    def forward(self, images):
+        p = self.patch_size
+        return self.proj(rearrange(images, "b c (h p1) (w p2) -> b (w h) (p1 p2 c)", p1=p, p2=p))
+
+
+class PatchEmbeddingConvNamedConv(nn.Module):
+    """Wrong names: a Conv2d called conv (the message lists proj.weight and proj.bias)."""
+
+    def __init__(self, image_size, patch_size, in_channels, dim):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images):
+        return self.conv(images).flatten(2).transpose(1, 2)
+
+
+class PatchEmbeddingConvNamedProj(nn.Module):
+    """Wrong layout: a Conv2d called proj, so proj.weight is (D, C, p, p) instead of (D, p*p*C)."""
+
+    def __init__(self, image_size, patch_size, in_channels, dim):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images):
+        return self.proj(images).flatten(2).transpose(1, 2)
+
+
+class PatchEmbeddingNoBias(PatchEmbeddingReshape):
+    """Wrong: nn.Linear(..., bias=False)."""
+
+    def __init__(self, image_size, patch_size, in_channels, dim):
+        super().__init__(image_size, patch_size, in_channels, dim)
+        self.proj = nn.Linear(patch_size * patch_size * in_channels, dim, bias=False)
+
+
+class PatchEmbeddingPlainTensor(PatchEmbeddingOwnParameters):
+    """Wrong: the weight is a plain tensor, not an nn.Parameter (never registered, never trained)."""
+
+    def __init__(self, image_size, patch_size, in_channels, dim):
+        super().__init__(image_size, patch_size, in_channels, dim)
+        del self.proj.weight
+        self.proj.weight = torch.randn(dim, patch_size * patch_size * in_channels) * 0.02
+
+
+class PatchEmbeddingNoGrad(PatchEmbeddingReshape):
+    """Wrong: the forward runs under torch.no_grad(), so nothing would train."""
+
+    def forward(self, images):
+        with torch.no_grad():
+            return super().forward(images)
+
+
+class PatchEmbeddingDetachedWeight(PatchEmbeddingReshape):
+    """Wrong: the weight is used through .detach() (the bias still trains, the weight never does)."""
+
+    def forward(self, images):
+        p = self.patch_size
+        patches = rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=p, p2=p)
+        return F.linear(patches, self.proj.weight.detach(), self.proj.bias)
+
+
+# ----------------------------------------------------------------------------- train_position (train)
+# A correct answer is a trained model; two of them here are exact rule-based "models" (they read the
+# shape's pixels directly), one is trained with the exercise's recipe (lazily, about 2 CPU-seconds).
+
+_RGB = torch.tensor([COLOR_RGB[c] for c in COLORS])  # (4, 3)
+
+
+def _shape_mask(images):
+    """(B, H, W) True where a pixel is coloured (the background is grey: its channels are nearly equal)."""
+    return (images.max(dim=1).values - images.min(dim=1).values) > 0.3
+
+
+def _oracle_parts(images):
+    mask = _shape_mask(images).float()  # (B, H, W)
+    b, h, w = mask.shape
+    area = mask.sum(dim=(1, 2)).clamp(min=1)
+    rows = (mask * torch.arange(h).view(1, h, 1)).sum(dim=(1, 2)) / area
+    cols = (mask * torch.arange(w).view(1, 1, w)).sum(dim=(1, 2)) / area
+    position = (rows >= h / 2).long() * 2 + (cols >= w / 2).long()
+    mean_rgb = (images * mask[:, None]).sum(dim=(2, 3)) / area[:, None]  # (B, 3)
+    color = torch.cdist(mean_rgb, _RGB).argmin(dim=1)
+    return color, position
+
+
+def oracle_position_model(images):
+    """Correct: finds the coloured pixels, their centroid's quadrant and their mean colour."""
+    color, position = _oracle_parts(images)
+    return F.one_hot(4 * color + position, 16).float() * 10
+
+
+class OracleQuadrantModule(nn.Module):
+    """Correct, as an nn.Module: coloured pixels per quadrant decide the position (avg-pooling), colour as above."""
+
+    def __init__(self):
+        super().__init__()
+        self.temperature = nn.Parameter(torch.tensor(5.0))
+
+    def forward(self, images):
+        per_quadrant = F.avg_pool2d(_shape_mask(images).float()[:, None], images.shape[-1] // 2).flatten(1)  # (B, 4)
+        color, _ = _oracle_parts(images)
+        return (F.one_hot(color, 4)[:, :, None] + per_quadrant[:, None, :]).flatten(1) * self.temperature
+
+
+class _PositionClassifier(nn.Module):
+    """The exercise's recipe: patch tokens + learned positions -> per-token Linear+GELU -> mean -> head."""
+
+    def __init__(self, dim=64, use_position=True):
+        super().__init__()
+        self.patch_embedding = PatchEmbeddingReshape(32, 8, 3, dim)
+        self.position = nn.Parameter(torch.randn(1, 16, dim)) if use_position else None
+        self.mlp = nn.Sequential(nn.Linear(dim, 128), nn.GELU())
+        self.head = nn.Linear(128, 16)
+
+    def forward(self, images):
+        x = self.patch_embedding(images)
+        if self.position is not None:
+            x = x + self.position
+        return self.head(self.mlp(x).mean(dim=1))
+
+
+@functools.lru_cache(maxsize=2)
+def _trained_position_classifier(use_position=True):
+    # The first call comes from inside the check, which evaluates under no_grad: training needs grad.
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(0)
+        data = generate_shapes(2000, seed=1)
+        labels = data.color * 4 + data.position
+        model = _PositionClassifier(use_position=use_position)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        steps = 15 * (2000 // 64)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+        for _ in range(15):
+            perm = torch.randperm(2000)
+            for i in range(0, 2000 - 63, 64):
+                idx = perm[i : i + 64]
+                loss = F.cross_entropy(model(data.images[idx]), labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+    return model.eval()
+
+
+def trained_position_model(images):
+    """Correct: really trained with the recipe (the first call trains it, about 2 CPU-seconds)."""
+    return _trained_position_classifier()(images)
+
+
+def colour_only_model(images):
+    """Wrong: what a mean-pooled bag of patches learns without positions: the colour, always the same quadrant."""
+    color, _ = _oracle_parts(images)
+    return F.one_hot(4 * color + 0, 16).float() * 10
+
+
+def swapped_classes_model(images):
+    """Wrong: classes numbered 4 * position + colour."""
+    color, position = _oracle_parts(images)
+    return F.one_hot(4 * position + color, 16).float() * 10
+
+
+def untrained_model(images):
+    """Wrong: the right architecture, never trained."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = _PositionClassifier()
+    return model(images)
+
+
+def quadrant_logits_only(images):
+    """Wrong: 4 position logits, not 16 colour x position ones."""
+    _, position = _oracle_parts(images)
+    return F.one_hot(position, 4).float()
+
+
+def class_indices_model(images):
+    """Wrong: returns the predicted class indices (B,), not logits (B, 16)."""
+    color, position = _oracle_parts(images)
+    return 4 * color + position
+
+
+# ------------------------------------------------------------------------------------------- bpe_merges
+
+
+def _words(corpus):
+    return Counter(w for text in corpus for w in text.split())
+
+
+def bpe_reference(corpus, num_merges):
+    """Correct: straight from the spec, with symbol ids for ties."""
+    words = _words(corpus)
+    ids = {ch: i for i, ch in enumerate(sorted({ch for w in words for ch in w}))}
+    seqs = {w: list(w) for w in words}
+    merges = []
+    for _ in range(num_merges):
+        pairs = Counter()
+        for w, n in words.items():
+            s = seqs[w]
+            for a, b in zip(s, s[1:]):
+                pairs[a, b] += n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pr: (-pairs[pr], ids[pr[0]], ids[pr[1]]))
+        merges.append(best)
+        ids.setdefault(best[0] + best[1], len(ids))
+        for w, s in seqs.items():
+            out, i = [], 0
+            while i < len(s):
+                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
+                    out.append(s[i] + s[i + 1])
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            seqs[w] = out
+    return merges
+
+
+def bpe_sennrich_fixed(corpus, num_merges):
+    """Correct: Sennrich et al.'s regex code (words as space-separated symbols), with the id tie rule."""
+    vocab = {" ".join(w): n for w, n in _words(corpus).items()}
+    order = {ch: i for i, ch in enumerate(sorted({ch for w in _words(corpus) for ch in w}))}
+    merges = []
+    for _ in range(num_merges):
+        pairs = defaultdict(int)
+        for word, freq in vocab.items():
+            symbols = word.split()
+            for i in range(len(symbols) - 1):
+                pairs[symbols[i], symbols[i + 1]] += freq
+        if not pairs:
+            break
+        top = max(pairs.values())
+        best = min((p for p in pairs if pairs[p] == top), key=lambda p: (order[p[0]], order[p[1]]))
+        merges.append(best)
+        order.setdefault("".join(best), len(order))
+        pattern = re.compile(r"(?<!\S)" + re.escape(" ".join(best)) + r"(?!\S)")
+        vocab = {pattern.sub("".join(best), word): freq for word, freq in vocab.items()}
+    return merges
+
+
+def bpe_with_tokenizers(corpus, num_merges):
+    """Correct: asks the tokenizers library itself (what the check compares with)."""
+    return [list(m) for m in ref_bpe_merges(corpus, num_merges)]  # lists instead of tuples are fine
+
+
+def bpe_sennrich_max(corpus, num_merges):
+    """Wrong: Sennrich et al.'s original `max(pairs, key=pairs.get)`, so ties go to the first pair seen."""
+    vocab = {" ".join(w): n for w, n in _words(corpus).items()}
+    merges = []
+    for _ in range(num_merges):
+        pairs = defaultdict(int)
+        for word, freq in vocab.items():
+            symbols = word.split()
+            for i in range(len(symbols) - 1):
+                pairs[symbols[i], symbols[i + 1]] += freq
+        if not pairs:
+            break
+        best = max(pairs, key=pairs.get)
+        merges.append(best)
+        pattern = re.compile(r"(?<!\S)" + re.escape(" ".join(best)) + r"(?!\S)")
+        vocab = {pattern.sub("".join(best), word): freq for word, freq in vocab.items()}
+    return merges
+
+
+def bpe_string_ties(corpus, num_merges):
+    """Wrong: ties broken alphabetically by the strings of the pair."""
+    words = _words(corpus)
+    seqs = {w: list(w) for w in words}
+    merges = []
+    for _ in range(num_merges):
+        pairs = Counter()
+        for w, n in words.items():
+            for a, b in zip(seqs[w], seqs[w][1:]):
+                pairs[a, b] += n
+        if not pairs:
+            break
+        best = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+        merges.append(best)
+        seqs = {w: _remerge(s, best) for w, s in seqs.items()}
+    return merges
+
+
+def _remerge(s, pair):
+    out, i = [], 0
+    while i < len(s):
+        if i + 1 < len(s) and (s[i], s[i + 1]) == pair:
+            out.append(s[i] + s[i + 1])
+            i += 2
+        else:
+            out.append(s[i])
+            i += 1
+    return out
+
+
+def bpe_across_words(corpus, num_merges):
+    """Wrong: each text is one sequence, so pairs are counted across word boundaries."""
+    glued = [text.replace(" ", "") for text in corpus]
+    return bpe_reference(glued, num_merges)
+
+
+def bpe_counts_never_updated(corpus, num_merges):
+    """Wrong: counts the pairs once, then takes the most frequent ones in turn without recounting."""
+    words = _words(corpus)
+    ids = {ch: i for i, ch in enumerate(sorted({ch for w in words for ch in w}))}
+    pairs = Counter()
+    for w, n in words.items():
+        for a, b in zip(w, w[1:]):
+            pairs[a, b] += n
+    ranked = sorted(pairs, key=lambda pr: (-pairs[pr], ids[pr[0]], ids[pr[1]]))
+    return ranked[:num_merges]
+
+
+def bpe_distinct_words(corpus, num_merges):
+    """Wrong: every distinct word once, ignoring how often it occurs."""
+    distinct = sorted(set(w for text in corpus for w in text.split()))
+    return bpe_reference([" ".join(distinct)], num_merges)
+
+
+def bpe_returns_symbols(corpus, num_merges):
+    """Wrong: returns the new symbols ('lo') instead of the merged pairs (('l', 'o'))."""
+    return ["".join(p) for p in bpe_reference(corpus, num_merges)]
+
+
+def bpe_ignores_num_merges_stop(corpus, num_merges):
+    """Wrong: keeps merging pairs that occur 0 times once the real pairs run out (pads with ('', ''))."""
+    merges = bpe_reference(corpus, num_merges)
+    return merges + [("", "")] * (num_merges - len(merges))
+
+
+# -------------------------------------------------------------------------- interpolate_positions (stretch)
+
+
+def interp_reference(pos_embed, grid_h, grid_w):
+    return ref_interpolate_positions(pos_embed, grid_h, grid_w)
+
+
+def interp_with_transformers(pos_embed, grid_h, grid_w):
+    """Correct: transformers' own ViTEmbeddings.interpolate_pos_encoding holding the same table."""
+    d = pos_embed.shape[-1]
+    g = int(round((pos_embed.shape[1] - 1) ** 0.5))
+    config = ViTConfig(hidden_size=d, num_attention_heads=1, image_size=g * 2, patch_size=2, num_channels=1)
+    emb = ViTEmbeddings(config)
+    with torch.no_grad():
+        emb.position_embeddings = nn.Parameter(pos_embed.clone(), requires_grad=False)
+    dummy = pos_embed.new_zeros(1, 1 + grid_h * grid_w, d)
+    return emb.interpolate_pos_encoding(dummy, grid_h * 2, grid_w * 2).detach()
+
+
+def interp_einops(pos_embed, grid_h, grid_w):
+    """Correct, with einops and split/cat written differently."""
+    g = int(round((pos_embed.shape[1] - 1) ** 0.5))
+    cls_pos, grid = pos_embed.split([1, g * g], dim=1)
+    grid = rearrange(grid, "1 (h w) d -> 1 d h w", h=g)
+    grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+    return torch.cat([cls_pos, rearrange(grid, "1 d h w -> 1 (h w) d")], dim=1)
+
+
+def _interp(pos_embed, grid_h, grid_w, mode="bicubic", corners=False, permute=True, size=None, keep_cls=True):
+    d = pos_embed.shape[-1]
+    g = int(round((pos_embed.shape[1] - 1) ** 0.5))
+    grid = pos_embed[:, 1:]
+    img = grid.reshape(1, g, g, d).permute(0, 3, 1, 2) if permute else grid.reshape(1, d, g, g)
+    out = F.interpolate(img, size=size or (grid_h, grid_w), mode=mode, align_corners=corners if mode != "nearest" else None)
+    flat = out.permute(0, 2, 3, 1).reshape(1, -1, d) if permute else out.reshape(1, -1, d)
+    return torch.cat([pos_embed[:, :1], flat], dim=1) if keep_cls else flat
+
+
+def interp_bilinear(pos_embed, grid_h, grid_w):
+    """Wrong: bilinear."""
+    return _interp(pos_embed, grid_h, grid_w, mode="bilinear")
+
+
+def interp_align_corners(pos_embed, grid_h, grid_w):
+    """Wrong: align_corners=True."""
+    return _interp(pos_embed, grid_h, grid_w, corners=True)
+
+
+def interp_reshape_not_permute(pos_embed, grid_h, grid_w):
+    """Wrong: (1, N, D) reshaped straight to (1, D, g, g)."""
+    return _interp(pos_embed, grid_h, grid_w, permute=False)
+
+
+def interp_swapped_size(pos_embed, grid_h, grid_w):
+    """Wrong: size=(grid_w, grid_h)."""
+    return _interp(pos_embed, grid_h, grid_w, size=(grid_w, grid_h))
+
+
+def interp_drops_cls(pos_embed, grid_h, grid_w):
+    """Wrong: returns only the resized grid, without the [CLS] row."""
+    return _interp(pos_embed, grid_h, grid_w, keep_cls=False)
+
+
+def interp_in_place(pos_embed, grid_h, grid_w):
+    """Wrong: normalises the caller's table in place on the way."""
+    out = ref_interpolate_positions(pos_embed, grid_h, grid_w)
+    pos_embed.mul_(0.5)
+    return out
+
+
 CASES = {
     "ch01.patchify": {
         "correct": [ref_patchify, patchify_reshape, patchify_loops, patchify_unfold],
@@ -281,8 +748,57 @@ CASES = {
             "float64 output": sincos_float64,
         },
     },
+    "ch01.patch_embedding_module": {
+        "correct": [RefPatchEmbedding, PatchEmbeddingReshape, PatchEmbeddingConvCompute, PatchEmbeddingOwnParameters],
+        "wrong": {
+            "channel-first (c p1 p2)": PatchEmbeddingChannelFirst,
+            "column-major grid": PatchEmbeddingColumnMajor,
+            "Conv2d named conv": PatchEmbeddingConvNamedConv,
+            "Conv2d named proj (kernel layout)": PatchEmbeddingConvNamedProj,
+            "bias missing": PatchEmbeddingNoBias,
+            "weight a plain tensor": PatchEmbeddingPlainTensor,
+            "forward under no_grad": PatchEmbeddingNoGrad,
+            "weight detached": PatchEmbeddingDetachedWeight,
+            "an instance instead of the class": PatchEmbeddingReshape(32, 8, 3, 16),
+        },
+    },
+    "ch01.train_position": {
+        "correct": [oracle_position_model, OracleQuadrantModule(), trained_position_model],
+        "wrong": {
+            "colour only (no positions)": colour_only_model,
+            "classes numbered 4*position + colour": swapped_classes_model,
+            "untrained": untrained_model,
+            "4 quadrant logits only": quadrant_logits_only,
+            "class indices instead of logits": class_indices_model,
+            "the class instead of a trained instance": OracleQuadrantModule,
+        },
+    },
+    "ch01.bpe_merges": {
+        "correct": [bpe_reference, bpe_sennrich_fixed, bpe_with_tokenizers],
+        "wrong": {
+            "Sennrich's max(): first-seen ties": bpe_sennrich_max,
+            "alphabetical ties": bpe_string_ties,
+            "pairs across word boundaries": bpe_across_words,
+            "counts never updated": bpe_counts_never_updated,
+            "distinct words counted once": bpe_distinct_words,
+            "new symbols instead of pairs": bpe_returns_symbols,
+            "does not stop when no pair is left": bpe_ignores_num_merges_stop,
+        },
+    },
+    "ch01.interpolate_positions": {
+        "correct": [interp_reference, interp_with_transformers, interp_einops],
+        "wrong": {
+            "bilinear": interp_bilinear,
+            "align_corners=True": interp_align_corners,
+            "reshape instead of permute": interp_reshape_not_permute,
+            "rows and columns swapped": interp_swapped_size,
+            "[CLS] row dropped": interp_drops_cls,
+            "changes its input in place": interp_in_place,
+        },
+    },
     "ch01.q1": {"answer": "b", "wrong": ["a", "c", "d", "z"]},
     "ch01.q2": {"answer": "d", "wrong": ["a", "b", "c"]},
     "ch01.q3": {"answer": "c", "wrong": ["a", "b", "d"]},
     "ch01.q4": {"answer": "a", "wrong": ["b", "c", "d"]},
+    "ch01.q5": {"answer": "b", "wrong": ["a", "c", "d"]},
 }

@@ -3,17 +3,27 @@
 Every coding check runs the learner's function next to the library's reference on several random
 inputs (batch 1 and >1, square and non-square images, several patch sizes, float32 and float64) and
 explains the first difference it finds, naming the usual mistake when it recognises it.
-Questions store only answer hashes.
+Tiers: core functions (patchify, patch_embedding, sincos_2d), a module built by the learner
+(patch_embedding_module: the library's weights are loaded into it), a model the learner trains
+(train_position: only evaluated here), a text exercise (bpe_merges, against the ``tokenizers``
+library) and an optional stretch (interpolate_positions). Questions store only answer hashes.
 """
 
 from __future__ import annotations
 
+import functools
+from collections import Counter
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
+from mmllm_course.encoders.patches import PatchEmbedding as _RefPatchEmbedding
 from mmllm_course.encoders.patches import patchify as _ref_patchify
 from mmllm_course.grading.compare import expect_tensor_or_diagnose
 from mmllm_course.grading.core import CheckFailed, answer_hash, call, exercise, question
+from mmllm_course.grading.modules import build_learner_module, expect_same_forward, load_reference_weights, predict_logits
 from mmllm_course.nn.position import sincos_2d_position_embedding as _ref_sincos_2d
 
 
@@ -193,6 +203,372 @@ def _check_sincos_2d(fn) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# ch01.patch_embedding_module (build tier)
+# --------------------------------------------------------------------------------------------------
+# (image_size, patch_size, in_channels, dim): 3 channels and not, several patch sizes.
+_MODULE_CASES = [(32, 8, 3, 16), (12, 4, 2, 10), (16, 2, 1, 6)]
+_MODULE_BATCHES = (1, 3)
+
+
+def _module_mistakes(ref: _RefPatchEmbedding):
+    """The outputs of the usual mistakes, computed with the library's weights on the same images."""
+    p = ref.patch_size
+
+    def mistakes(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        def embed(pattern: str) -> torch.Tensor:
+            return ref.proj(rearrange(images, pattern, p1=p, p2=p))
+
+        return {
+            "patches flattened channel-first, (c p1 p2); the library's weight columns are in (p1 p2 c) order": embed(
+                "b c (h p1) (w p2) -> b (h w) (c p1 p2)"
+            ),
+            "patches numbered column by column; number them row by row, left to right then top to bottom": embed(
+                "b c (h p1) (w p2) -> b (w h) (p1 p2 c)"
+            ),
+            "each patch's pixels listed column-major, (p2 p1 c); go along a row of the patch first": embed(
+                "b c (h p1) (w p2) -> b (h w) (p2 p1 c)"
+            ),
+        }
+
+    return mistakes
+
+
+@exercise(
+    "ch01.patch_embedding_module",
+    "Build the PatchEmbedding module",
+    hint="__init__ stores patch_size and creates self.proj = nn.Linear(patch_size * patch_size * in_channels, dim); "
+    "forward patchifies in (p1 p2 c) order, row-major over the grid, then applies self.proj to every patch.",
+)
+def _check_patch_embedding_module(cls) -> str:
+    with torch.random.fork_rng(devices=[]):  # leave the learner's random stream as it was
+        for i, (size, p, c, d) in enumerate(_MODULE_CASES):
+            what = f"PatchEmbedding(image_size={size}, patch_size={p}, in_channels={c}, dim={d})"
+            torch.manual_seed(300 + i)
+            ref = _RefPatchEmbedding(size, p, c, d)
+            mine = build_learner_module(cls, what, image_size=size, patch_size=p, in_channels=c, dim=d)
+            try:
+                load_reference_weights(mine, ref, what)
+            except CheckFailed as exc:
+                weight = mine.state_dict().get("proj.weight")
+                if isinstance(weight, torch.Tensor) and weight.dim() == 4:
+                    raise CheckFailed(
+                        f"{exc}. Your proj is a Conv2d (kernel (D, C, p, p)): it computes the same tokens, but the library "
+                        f"stores the same numbers as an nn.Linear weight (D, p*p*C) in (p1 p2 c) order; use "
+                        f"nn.Linear(p*p*C, D) named proj"
+                    ) from None
+                raise
+            g = torch.Generator().manual_seed(310 + i)
+            inputs = [torch.rand(b, c, size, size, generator=g) for b in _MODULE_BATCHES]
+            expect_same_forward(mine, ref, inputs, what, diagnose=_module_mistakes(ref))
+    return (
+        "your PatchEmbedding holds the library's weights under the same names and computes the same tokens and "
+        "gradients, on every size tried."
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# ch01.train_position (train tier): only evaluates the learner's trained model
+# --------------------------------------------------------------------------------------------------
+TRAIN_POSITION_THRESHOLD = 0.90
+_TRAIN_POSITION_TEST = (1000, 7101)  # held-out images and their seed (the learner trains on other seeds)
+
+
+@functools.lru_cache(maxsize=1)
+def _position_test_set() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from mmllm_course.data.shapes import generate_shapes
+
+    n, seed = _TRAIN_POSITION_TEST
+    data = generate_shapes(n, seed=seed)
+    return data.images, data.color, data.position
+
+
+@exercise(
+    "ch01.train_position",
+    "Train a colour x position classifier on your patch tokens",
+    hint="patch tokens + LEARNED position embeddings (one vector per patch, initialised with std about 1), then a "
+    "per-token Linear + GELU, a mean over the tokens and a Linear head to 16 classes; AdamW, lr about 3e-3, "
+    "a few hundred steps. Without a nonlinearity between the position embeddings and the mean, they average away.",
+    timeout=30.0,
+)
+def _check_train_position(model) -> str:
+    if isinstance(model, type):
+        raise CheckFailed(f"got the class {model.__name__}; pass your trained model (an instance), not its class")
+    images, color, position = _position_test_set()
+    n = images.shape[0]
+    logits = predict_logits(model, images.clone(), "your model(images (B, 3, 32, 32))", num_classes=16)
+    pred = logits.argmax(dim=1)
+    acc = (pred == 4 * color + position).float().mean().item()
+    col = (pred // 4 == color).float().mean().item()
+    pos = (pred % 4 == position).float().mean().item()
+    summary = f"colour right {col:.1%}, quadrant right {pos:.1%}"
+    if acc >= TRAIN_POSITION_THRESHOLD:
+        return f"held-out accuracy {acc:.1%} on {n} new images ({summary})."
+    swapped = ((pred // 4 == position) & (pred % 4 == color)).float().mean().item()
+    if swapped >= TRAIN_POSITION_THRESHOLD:
+        raise CheckFailed(
+            f"your classes look numbered 4 * position + colour ({swapped:.1%} right that way); the class of an image "
+            f"is 4 * colour + position (labels = data.color * 4 + data.position)"
+        )
+    message = (
+        f"held-out accuracy {acc:.1%} on {n} new images; it needs at least {TRAIN_POSITION_THRESHOLD:.0%} ({summary}; "
+        f"chance is 6%, 25% and 25%)."
+    )
+    if col >= 0.8 and pos < 0.5:
+        message += (
+            " Your model tells the colours apart but not where the shape is: a mean over patch tokens is the same "
+            "whatever order the patches come in, so only position embeddings, added before a per-token nonlinearity, "
+            "tell the quadrants apart."
+        )
+    elif acc < 0.15:
+        message += " That is about chance: is the model trained, and is class 4 * colour + position what comes out?"
+    else:
+        message += " Train longer (more steps) or with a larger learning rate, following the recipe in the text."
+    raise CheckFailed(message)
+
+
+# --------------------------------------------------------------------------------------------------
+# ch01.bpe_merges (text): BPE training by hand, checked against the `tokenizers` library
+# --------------------------------------------------------------------------------------------------
+# Toy corpora chosen so that every mistake below changes the merge list: ties between old and new
+# symbols, repeated words, words whose last and next first letters make a frequent pair, runs "aaaa".
+_BPE_CASES: list[tuple[list[str], int]] = [
+    (["low low low low low", "lower lower", "newest newest newest newest newest newest", "widest widest widest"], 10),
+    (["the cat sat on the mat", "the hat is on the cat", "a cat and a hat"], 12),
+    (["banana bandana", "a nab in a band", "aaaa aaa aa"], 12),
+    (["ab ab", "c"], 10),  # only one merge exists: stop when no pair is left
+    (["dcba dcba dc ba", "cb cb ad ad ad", "abcd"], 8),
+    (["ed de ed cd dc", "abc cab bca", "bb b bbb"], 15),
+]
+
+
+def reference_bpe_merges(corpus: list[str], num_merges: int) -> list[tuple[str, str]]:
+    """The merges ``tokenizers``' BpeTrainer learns with a whitespace pre-tokenizer, in order (the library's result).
+
+    Words: ``text.split()``; symbols start as characters, no end-of-word marker; ties on count go
+    to the smallest (id of left, id of right), ids being the sorted characters then merged symbols
+    in order of creation.
+    """
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    alphabet = {ch for text in corpus for ch in "".join(text.split())}
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + num_merges, min_frequency=0, show_progress=False, special_tokens=[])
+    tok.train_from_iterator(corpus, trainer=trainer)
+    merges = json.loads(tok.to_str())["model"]["merges"]
+    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges][:num_merges]
+
+
+def _bpe_words(corpus: list[str], glue: bool = False, distinct: bool = False) -> Counter:
+    words = Counter("".join(t.split()) for t in corpus) if glue else Counter(w for t in corpus for w in t.split())
+    return Counter(set(words)) if distinct else words
+
+
+def _merge_word(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+            out.append(symbols[i] + symbols[i + 1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
+def _pair_counts(seqs: dict[str, list[str]], words: Counter) -> Counter:
+    pairs: Counter = Counter()
+    for w, n in words.items():
+        s = seqs[w]
+        for a, b in zip(s, s[1:]):
+            pairs[a, b] += n
+    return pairs
+
+
+def _python_bpe(corpus: list[str], num_merges: int, tie: str = "id", glue: bool = False, distinct: bool = False,
+                stale: bool = False) -> tuple[list[tuple[str, str]], list[Counter]]:
+    """BPE as the spec says (the defaults), or with one mistake; also the pair counts before each merge."""
+    words = _bpe_words(corpus, glue, distinct)
+    ids = {ch: i for i, ch in enumerate(sorted({ch for w in words for ch in w}))}
+    seqs = {w: list(w) for w in words}
+    merges: list[tuple[str, str]] = []
+    history: list[Counter] = []
+    counts = _pair_counts(seqs, words)
+    for _ in range(num_merges):
+        if not stale:
+            counts = _pair_counts(seqs, words)
+        counts = Counter({k: v for k, v in counts.items() if v > 0})
+        if not counts:
+            break
+        history.append(counts)
+        if tie == "id":
+            best = min(counts, key=lambda pr: (-counts[pr], ids[pr[0]], ids[pr[1]]))
+        elif tie == "string":
+            best = min(counts, key=lambda pr: (-counts[pr], pr))
+        else:  # "first": the first pair seen among the most frequent (dict order, as Counter.most_common)
+            best = counts.most_common(1)[0][0]
+        merges.append(best)
+        ids.setdefault(best[0] + best[1], len(ids))
+        if stale:
+            counts = Counter({k: v for k, v in counts.items() if k != best})
+        seqs = {w: _merge_word(s, best) for w, s in seqs.items()}
+    return merges, history
+
+
+_BPE_MISTAKES = {
+    "ties broken by comparing the strings (alphabetical order); break them by symbol id: the characters in sorted "
+    "order first, then each merged symbol in the order it was created": dict(tie="string"),
+    "ties broken by which pair was counted first (dict order, as Counter.most_common or max give); break them by "
+    "symbol id, smallest (left id, right id) first": dict(tie="first"),
+    "pairs counted across word boundaries (the words of a text glued together); count pairs inside each word "
+    "(text.split()) only": dict(glue=True),
+    "pair counts computed once and never updated after a merge; count the pairs again (or update them) after "
+    "every merge, since merging creates new pairs": dict(stale=True),
+    "every distinct word counted once; a word that occurs 5 times contributes its pairs 5 times": dict(distinct=True),
+}
+
+
+def _fmt_corpus(corpus: list[str]) -> str:
+    text = repr(corpus)
+    return text if len(text) <= 90 else text[:87] + "...]"
+
+
+def _fmt_merges(merges: list[tuple[str, str]], n: int = 6) -> str:
+    return "[" + ", ".join(repr(m) for m in merges[:n]) + (", ...]" if len(merges) > n else "]")
+
+
+def _as_merge_list(got: Any, what: str) -> list[tuple[str, str]]:
+    if got is None:
+        raise CheckFailed(f"{what} returned None: did you forget `return`?")
+    if not isinstance(got, (list, tuple)):
+        raise CheckFailed(f"{what} returned a {type(got).__name__}; expected a list of pairs like [('l', 'o'), ('lo', 'w')]")
+    out = []
+    for i, item in enumerate(got):
+        if isinstance(item, str):
+            raise CheckFailed(
+                f"{what}: item {i} is the string {item!r}; return the PAIR that was merged, e.g. ('l', 'o'), not the new symbol"
+            )
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or not all(isinstance(x, str) for x in item):
+            raise CheckFailed(f"{what}: item {i} is {item!r:.60}; each merge is a pair of two strings, e.g. ('l', 'o')")
+        out.append((item[0], item[1]))
+    return out
+
+
+@exercise(
+    "ch01.bpe_merges",
+    "Train BPE by hand: the list of merges",
+    hint="words = the texts split on whitespace, with their counts; each word starts as a list of characters. "
+    "Repeat: count adjacent pairs inside every word (times the word's count), take the most frequent pair "
+    "(ties: smallest (left id, right id)), record it, merge it left to right in every word.",
+)
+def _check_bpe_merges(fn) -> str:
+    for corpus, num_merges in _BPE_CASES:
+        what = f"bpe_merges({_fmt_corpus(corpus)}, num_merges={num_merges})"
+        got = _as_merge_list(call(fn, list(corpus), num_merges), what)
+        expected = reference_bpe_merges(corpus, num_merges)
+        if got == expected:
+            continue
+        for explanation, flags in _BPE_MISTAKES.items():
+            if got == _python_bpe(corpus, num_merges, **flags)[0]:
+                raise CheckFailed(
+                    f"{what} gave {_fmt_merges(got)}; expected {_fmt_merges(expected)}. Yours are the merges of {explanation}."
+                )
+        step = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+        if step == len(expected):
+            raise CheckFailed(
+                f"{what} returned {len(got)} merges; expected {len(expected)}: after {expected[-1] if expected else 'no merge'} "
+                f"no pair is left (or num_merges is reached), so stop there."
+            )
+        if step == len(got):
+            raise CheckFailed(
+                f"{what} returned {len(got)} merges, all right; expected {len(expected)}: {_fmt_merges(expected, 12)}. "
+                f"Stop only after num_merges merges, or when no pair is left."
+            )
+        counts = _python_bpe(corpus, num_merges)[1][step]
+        theirs = f"{got[step]} occurs {counts.get(got[step], 0)} times" if got[step] in counts else f"{got[step]} is not a pair at that step"
+        raise CheckFailed(
+            f"{what}: merge #{step + 1} is {got[step]}, expected {expected[step]} (the first {step} agree). At that step "
+            f"{expected[step]} occurs {counts[expected[step]]} times and {theirs}."
+        )
+    return "your merges equal the tokenizers library's BpeTrainer, merge for merge, ties included."
+
+
+# --------------------------------------------------------------------------------------------------
+# ch01.interpolate_positions (optional stretch): learned position embeddings on a new grid
+# --------------------------------------------------------------------------------------------------
+def reference_interpolate_positions(pos_embed: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+    """(1, 1 + g*g, D) -> (1, 1 + grid_h*grid_w, D): [CLS] row kept, the g x g grid resized bicubically.
+
+    The computation of ``transformers``' ``ViTEmbeddings.interpolate_pos_encoding`` (bicubic,
+    ``align_corners=False``, resize to the exact new grid size).
+    """
+    d = pos_embed.shape[-1]
+    g = int(round((pos_embed.shape[1] - 1) ** 0.5))
+    cls_pos, grid = pos_embed[:, :1], pos_embed[:, 1:]
+    grid = grid.reshape(1, g, g, d).permute(0, 3, 1, 2)  # (1, D, g, g)
+    grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+    return torch.cat([cls_pos, grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, d)], dim=1)
+
+
+# (old grid g, width D, new grid_h, new grid_w, dtype): larger, smaller, non-square, unchanged.
+_INTERP_CASES = [
+    (4, 8, 6, 6, torch.float32),
+    (4, 6, 2, 2, torch.float32),
+    (3, 5, 5, 7, torch.float64),
+    (2, 4, 3, 5, torch.float32),
+    (4, 8, 4, 4, torch.float32),
+]
+
+
+def _interp_mistakes(pos: torch.Tensor, gh: int, gw: int) -> dict[str, torch.Tensor]:
+    d = pos.shape[-1]
+    g = int(round((pos.shape[1] - 1) ** 0.5))
+    cls_pos, grid = pos[:, :1], pos[:, 1:]
+
+    def resize(mode: str = "bicubic", corners: bool | None = False, size=(gh, gw), permute: bool = True) -> torch.Tensor:
+        img = grid.reshape(1, g, g, d).permute(0, 3, 1, 2) if permute else grid.reshape(1, d, g, g)
+        out = F.interpolate(img, size=size, mode=mode, align_corners=corners)
+        flat = out.permute(0, 2, 3, 1).reshape(1, -1, d) if permute else out.reshape(1, -1, d)
+        return torch.cat([cls_pos, flat], dim=1)
+
+    out = {
+        "a bilinear resize; ViT (as in transformers and DINO) resizes bicubically": resize("bilinear"),
+        "a resize with align_corners=True; use align_corners=False": resize(corners=True),
+        "a nearest-neighbour resize; ViT resizes bicubically": resize("nearest", None),
+        "the grid reshaped straight to (1, D, g, g) without moving the channels: reshape to (1, g, g, D), then permute "
+        "to (1, D, g, g)": resize(permute=False),
+    }
+    if gh != gw:
+        out["a resize to (grid_w, grid_h): the rows of the new grid are grid_h, the columns grid_w"] = resize(size=(gw, gh))
+    return out
+
+
+@exercise(
+    "ch01.interpolate_positions",
+    "Optional: resize learned position embeddings to a new grid",
+    hint="keep row 0 ([CLS]); reshape the other g*g rows to (1, g, g, D), permute to (1, D, g, g), "
+    "F.interpolate(size=(grid_h, grid_w), mode='bicubic', align_corners=False), then back to (1, grid_h*grid_w, D).",
+)
+def _check_interpolate_positions(fn) -> str:
+    for i, (g, d, gh, gw, dtype) in enumerate(_INTERP_CASES):
+        pos = torch.randn(1, 1 + g * g, d, generator=_gen(400 + i), dtype=dtype)
+        original = pos.clone()
+        what = f"interpolate_positions(pos_embed (1, {1 + g * g}, {d}) {str(dtype).replace('torch.', '')}, grid_h={gh}, grid_w={gw})"
+        got = call(fn, pos, gh, gw)
+        expected = reference_interpolate_positions(original, gh, gw)
+        if isinstance(got, torch.Tensor) and got.shape != expected.shape:
+            n = 1 + gh * gw
+            hint = " keep the [CLS] row first, unchanged" if tuple(got.shape) == (1, gh * gw, d) else ""
+            raise CheckFailed(f"{what} returned shape {tuple(got.shape)}; expected (1, 1 + grid_h*grid_w, D) = (1, {n}, {d}):{hint or ' one row per new patch, after [CLS]'}")
+        expect_tensor_or_diagnose(got, expected, what, _interp_mistakes(original, gh, gw))
+        if not torch.equal(pos, original):
+            raise CheckFailed(f"{what} changed pos_embed in place; return a new tensor")
+    return "your resized table matches ViT's interpolate_pos_encoding: the recipe for fine-tuning at a new resolution."
+
+
+# --------------------------------------------------------------------------------------------------
 # Questions (only hashes of the answers live here)
 # --------------------------------------------------------------------------------------------------
 question(
@@ -249,4 +625,21 @@ question(
     explanation="Self-attention is permutation-equivariant; adding a position vector to each token (learned, "
     "or the fixed 2-D sin-cos table) is what tells the model where each patch sits.",
     hint="Ask what happens to self-attention's output if you permute its input tokens.",
+)
+
+question(
+    "ch01.q5",
+    "The colour x position classifier trained without position embeddings",
+    {
+        "a": "About 100%: each patch token already says where its patch was, since the patches are numbered row-major.",
+        "b": "About 25%: the colour is right, the quadrant is a guess, because the mean over the patch tokens comes out "
+        "the same whichever patch the shape is in.",
+        "c": "About 6% (chance over 16 classes): without position embeddings the model cannot learn anything.",
+        "d": "About 50%: left and right are told apart by the row-major order of the patches, top and bottom are not.",
+    },
+    [answer_hash("b")],
+    explanation="Measured with the exercise's recipe over five seeds: 100% of colours right, 23.5-27% of quadrants "
+    "(chance is 25%), so about 25% overall. The mean over tokens cannot depend on their order; a position vector added to each token, "
+    "before a per-token nonlinearity, is what makes the pooled features depend on where the shape is.",
+    hint="The model averages its patch tokens: ask what that average depends on if nothing marks where a token came from.",
 )
