@@ -37,8 +37,11 @@ def _kernel_manager():
 
     # IPC sockets where the platform has them: a local kernel then needs no TCP port, and ipykernel
     # does not warn on every start that TCP traffic is unencrypted.
-    transport = "tcp" if sys.platform == "win32" else "ipc"
-    return KernelManager(kernel_name="python3", kernel_spec_manager=CurrentPythonSpecs(), transport=transport)
+    # The socket paths must be absolute: the kernel runs in the notebook's folder, the client here.
+    if sys.platform == "win32":
+        return KernelManager(kernel_name="python3", kernel_spec_manager=CurrentPythonSpecs())
+    sockets = os.path.join(tempfile.mkdtemp(prefix="mmllm-kernel-"), "kernel")
+    return KernelManager(kernel_name="python3", kernel_spec_manager=CurrentPythonSpecs(), transport="ipc", ip=sockets)
 
 
 def grade_notebook(path: Path, cell_timeout: int = 300) -> dict:

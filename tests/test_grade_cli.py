@@ -19,8 +19,9 @@ def test_table_keeps_the_whole_message(capsys):
 def test_grading_a_notebook_prints_no_kernel_warning(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell('from mmllm_course.grading import check\ncheck("ch01.q1", ...)')]
-    path = tmp_path / "01_tiny.ipynb"
+    (tmp_path / "nb").mkdir()
+    path = tmp_path / "nb" / "01_tiny.ipynb"  # a folder other than the one grade runs in
     nbformat.write(nb, path)
-    done = subprocess.run([sys.executable, "-m", "mmllm_course.grade", str(path)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "mmllm_course.grade", str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert "ch01.q1" in done.stdout
     assert "without encryption" not in done.stderr, done.stderr

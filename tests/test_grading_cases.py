@@ -61,12 +61,35 @@ def _params():
         yield pytest.param(ex_id, _returns_constant, "fail", id=f"{ex_id}-constant")
 
 
+def _global_state():
+    return torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_rng_state()
+
+
 @pytest.mark.parametrize("exercise_id, answer, expected", list(_params()))
 def test_check_verdict(exercise_id, answer, expected, monkeypatch):
     monkeypatch.delenv("MMLLM_STRICT", raising=False)
+    before = _global_state()
     result = check(exercise_id, answer, quiet=True)
     assert result.status == expected, f"{exercise_id}: expected {expected}, got {result.status}: {result.message}"
     assert result.message
+    after = _global_state()
+    assert before[:2] == after[:2] and torch.equal(before[2], after[2]), f"{exercise_id} changed the global state"
+
+
+def _diagnosis_params():
+    for ex_id, case in sorted(CASES.items()):
+        for label, (answer, words) in case.get("diagnoses", {}).items():
+            yield pytest.param(ex_id, answer, words, id=f"{ex_id}-diagnosis-{label}")
+
+
+@pytest.mark.parametrize("exercise_id, answer, words", list(_diagnosis_params()))
+def test_check_names_the_mistake(exercise_id, answer, words, monkeypatch):
+    """A mistake the check recognises fails with a message that names it (not another mistake's name)."""
+    monkeypatch.delenv("MMLLM_STRICT", raising=False)
+    result = check(exercise_id, answer, quiet=True)
+    assert result.status == "fail", f"{exercise_id}: expected fail, got {result.status}: {result.message}"
+    for word in [words] if isinstance(words, str) else words:
+        assert word in result.message, f"{exercise_id}: {word!r} not in {result.message!r}"
 
 
 def test_function_exercises_have_a_different_correct_version_and_mistakes():
