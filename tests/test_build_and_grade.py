@@ -50,6 +50,47 @@ def test_generated_notebooks_are_clean_and_colab_ready():
         assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, path
 
 
+def test_notebook_metadata_is_what_jupyterlab_writes_for_ipykernel():
+    """JupyterLab marks a notebook modified on open when the kernel's spec or language info differs
+    from the file's metadata; the builder writes what ipykernel reports (the Python version aside,
+    which is the learner's own)."""
+    from ipykernel.ipkernel import IPythonKernel
+    from ipykernel.kernelspec import get_kernel_dict
+
+    spec = get_kernel_dict()
+    expected_info = dict(IPythonKernel.language_info)
+    for path in _notebooks("notebooks") + _notebooks("exercises") + _notebooks("solutions"):
+        nb = nbformat.read(path, as_version=4)
+        assert (nb.nbformat, nb.nbformat_minor) == (4, 5), path
+        assert nb.metadata["kernelspec"] == {"display_name": spec["display_name"], "language": spec["language"], "name": "python3"}, path
+        info = dict(nb.metadata["language_info"])
+        assert info.pop("version") == build_notebooks.PYTHON_VERSION, path
+        assert {k: v for k, v in expected_info.items() if k != "version"} == info, path
+        assert all(cell.id and cell.metadata == {} for cell in nb.cells), path
+    assert build_notebooks.PYTHON_VERSION.count(".") == 2
+
+
+def test_relative_links_in_notebooks_point_to_files():
+    """A relative link (the glossary, another notebook) must resolve from the notebook's folder, as
+    GitHub and JupyterLab resolve it; chapter 0 links the glossary."""
+    import re
+
+    links_seen = 0
+    for path in _notebooks("notebooks") + _notebooks("exercises") + _notebooks("solutions"):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "markdown":
+                continue
+            for target in re.findall(r"\]\(([^)\s]+)\)", cell.source):
+                if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+                    continue  # a web address or an anchor
+                links_seen += 1
+                assert (path.parent / target.split("#")[0]).resolve().exists(), f"{path.name} links to missing {target}"
+    first = nbformat.read(ROOT / "notebooks" / "00_course_map.ipynb", as_version=4)
+    assert "](../GLOSSARY.md)" in "".join(c.source for c in first.cells), "chapter 0 must link the glossary"
+    assert links_seen
+
+
 def _solution_lines(source: Path) -> set[str]:
     """The non-trivial lines inside BEGIN/END SOLUTION regions of an exercise source."""
     lines, inside = set(), False

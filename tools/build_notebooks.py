@@ -15,7 +15,8 @@ solution notebook keeps the code and drops the markers.
 Every notebook gets a title cell with an Open-in-Colab badge and, as its first code cell, a setup
 cell that installs the package only inside Colab. The repository address comes from
 ``pyproject.toml`` ([project.urls] Repository), the one place it lives. The output is deterministic:
-stable cell ids, no outputs, sorted keys.
+stable cell ids, no outputs, sorted keys, and the notebook metadata JupyterLab itself would write
+(see ``KERNELSPEC`` and ``LANGUAGE_INFO``), so a notebook does not open as modified.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
+import json
 import re
 import sys
 from pathlib import Path
@@ -33,6 +35,25 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END, INLINE = "# BEGIN SOLUTION", "# END SOLUTION", "# SOLUTION"
 README_START, README_END = "<!-- chapters:start -->", "<!-- chapters:end -->"
+
+# Notebook metadata exactly as JupyterLab 4 writes it once the ipykernel kernel starts: it sets
+# ``kernelspec`` from the kernel's spec and ``language_info`` from the kernel's info reply, and marks
+# the notebook modified whenever what it sets differs from what the file holds. With these values,
+# a notebook opens unmodified (checked in a real browser by tools/browser_smoke.py). The one field
+# that depends on the learner's machine is ``language_info.version``, the kernel's Python version:
+# a fixed value keeps the build deterministic (the drift check), so on another Python version that
+# single field differs and JupyterLab shows the notebook as modified once a kernel starts.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+PYTHON_VERSION = "3.11.7"  # the project's reference environment (the .venv of `make setup` on its CI image)
+LANGUAGE_INFO = {
+    "codemirror_mode": {"name": "ipython", "version": 3},
+    "file_extension": ".py",
+    "mimetype": "text/x-python",
+    "name": "python",
+    "nbconvert_exporter": "python",
+    "pygments_lexer": "ipython3",
+    "version": PYTHON_VERSION,
+}
 
 
 def repository_url() -> str:
@@ -139,10 +160,7 @@ def build_notebook(source: Path, relpath: str, transform) -> str:
         cell["metadata"] = {}
     out = nbformat.v4.new_notebook(cells=cells)
     out.nbformat, out.nbformat_minor = 4, 5  # fixed, so another nbformat version builds the same file
-    out.metadata = {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
+    out.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": json.loads(json.dumps(LANGUAGE_INFO))}
     nbformat.validate(out)
     return nbformat.writes(out, version=4) + "\n"
 

@@ -8,6 +8,7 @@ is built and never blocks, so it also runs headless.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -15,6 +16,32 @@ import numpy as np
 import torch
 
 from mmllm_course.viz.patches import _as_chw, _to_numpy_hwc
+
+
+def wrap_caption(caption: str, width: int = 20) -> str:
+    """A caption for a small panel title: the leading "a " dropped, wrapped onto lines of at most ``width`` characters.
+
+    The shapes world's captions ("a large red cross in the bottom left") are wider than a 2-inch
+    panel at any readable font size; two short lines keep neighbouring titles apart.
+    """
+    return textwrap.fill(caption.removeprefix("a "), width=width)
+
+
+def plot_captioned_images(
+    images: torch.Tensor, captions: Sequence[str], title: str = "", max_images: int = 6, panel: float = 2.0
+) -> plt.Figure:
+    """A row of images (B, C, H, W), each titled with its (wrapped) caption: what a training pair looks like."""
+    b = min(len(images), len(captions), max_images)
+    if b == 0:
+        raise ValueError(f"need at least one image and one caption, got {len(images)} images and {len(captions)} captions")
+    fig, axes = plt.subplots(1, b, figsize=(panel * b, panel + 0.9), squeeze=False, constrained_layout=True)
+    for j, ax in enumerate(axes[0]):
+        ax.imshow(_to_numpy_hwc(_as_chw(images[j])))
+        ax.set_title(wrap_caption(captions[j]), fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 def plot_attention_weights(
@@ -103,7 +130,7 @@ def plot_cls_attention_grid(
         axes[0, j].imshow(img)
         axes[0, j].set_xticks([])
         axes[0, j].set_yticks([])
-        axes[0, j].set_title(captions[j].removeprefix("a ") if captions else f"image {j}", fontsize=7)
+        axes[0, j].set_title(wrap_caption(captions[j]) if captions else f"image {j}", fontsize=8)
         for h in range(heads):
             show_attention_overlay(images[j], maps[layer_idx, j, h], axes[h + 1, j])
         show_attention_overlay(images[j], maps[layer_idx, j].mean(0), axes[heads + 1, j])
@@ -111,7 +138,8 @@ def plot_cls_attention_grid(
         axes[h + 1, 0].set_ylabel(f"head {h}")
     axes[0, 0].set_ylabel("image")
     axes[heads + 1, 0].set_ylabel("mean of heads")
-    fig.suptitle(f"What the pooled vector reads: attention to each patch, layer {layer_idx} (brighter = more weight)")
+    # Attention weights are a heuristic view of what the pooled vector reads, not a measurement of what it uses.
+    fig.suptitle(f"Attention paid to each patch, layer {layer_idx} (brighter = more weight)")
     fig.tight_layout()
     return fig
 
@@ -167,7 +195,8 @@ def plot_similarity_matrix(
         gridspec_kw={"width_ratios": [1, n_txt]} if thumbs else None, squeeze=False,
     )
     ax = axes[0, -1]
-    im = ax.imshow(s.numpy(), cmap="viridis")
+    # aspect="auto" on both panels: they share one gridspec row, so the thumbnails stay level with their rows.
+    im = ax.imshow(s.numpy(), cmap="viridis", aspect="auto")
     ax.set_xticks(range(n_txt), [c.removeprefix("a ") for c in captions], rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(n_img), [f"image {i}" for i in range(n_img)], fontsize=8)
     ax.set_xlabel("caption")
@@ -180,7 +209,7 @@ def plot_similarity_matrix(
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="cosine similarity")
     if thumbs:
         strip = np.concatenate([_to_numpy_hwc(_as_chw(images[i])) for i in range(n_img)], axis=0)
-        axes[0, 0].imshow(strip)
+        axes[0, 0].imshow(strip, extent=(0, 1, n_img - 0.5, -0.5), aspect="auto")
         axes[0, 0].set_xticks([])
         axes[0, 0].set_yticks([])
         axes[0, 0].set_title("image")

@@ -8,6 +8,19 @@
 # Every idea in this course is real, runnable code in the `mmllm_course` library. The notebooks
 # explain an idea, then import it from the library; the exercises ask you to write it yourself and
 # check your version against the library's.
+#
+# ## What you need before you start
+#
+# - **Python**: functions, classes, list comprehensions; reading a traceback.
+# - **PyTorch basics**: tensors and their shapes, indexing and broadcasting, `matmul`, an
+#   `nn.Module` with `nn.Linear` layers, and a training loop (loss, `backward()`, optimiser step).
+#   The official "Learn the Basics" tutorial at pytorch.org covers all of it.
+# - **Maths**: vectors and matrices (dot product, matrix product), softmax, cross-entropy, and what
+#   gradient descent does. No calculus beyond that: autograd computes the gradients.
+#
+# You do **not** need to know transformers, attention or any multimodal model: the course builds
+# them from these basics. New terms are in **bold** where they are introduced, and the course
+# [glossary](../GLOSSARY.md) defines every one of them in a sentence or two.
 
 # %% [markdown]
 # ## How to use the course
@@ -74,18 +87,25 @@ for info in list_exercises():
 # %% [markdown]
 # ## The five-part map
 #
-# A multimodal LLM is a text LLM with attachments. Following the MM-LLM survey, every system in
-# this course, from LLaVA to NExT-GPT, is some choice of these five parts:
+# A multimodal LLM is a text LLM with attachments. The course follows the five-part map of the
+# survey "MM-LLMs: Recent Advances in MultiModal Large Language Models"
+# ([Zhang et al. 2024](https://arxiv.org/abs/2401.13601)): every system in this course, from LLaVA to
+# NExT-GPT, is some choice of these five parts:
 #
 # 1. a **modality encoder** turns an image, a sound or a 3-D shape into feature vectors;
 # 2. an **input projector** (the "bridge") maps those features into the LLM's token-embedding space;
-# 3. the **LLM backbone**, usually frozen, reasons over text tokens and modality tokens together;
+# 3. the **LLM backbone** reasons over text tokens and modality tokens together. It is often kept
+#    **frozen**: its weights are not updated while the new parts (the projectors) are trained, so
+#    what it learned from text is kept, and training is cheaper;
 # 4. an **output projector** maps the LLM's outputs back out, to a generator's conditioning;
 # 5. a **modality generator** (a diffusion model, for example) turns that conditioning into an image,
 #    a sound or a 3-D object.
 #
-# Models that only *understand* other modalities (LLaVA, BLIP-2, Flamingo) stop at part 3 and answer
-# in text. Models that also *generate* them (NExT-GPT) use all five.
+# Models that only *understand* other modalities stop at part 3 and answer in text: LLaVA
+# ([Liu et al. 2023](https://arxiv.org/abs/2304.08485)), BLIP-2
+# ([Li et al. 2023](https://arxiv.org/abs/2301.12597)), Flamingo
+# ([Alayrac et al. 2022](https://arxiv.org/abs/2204.14198)). Models that also *generate* them use all
+# five: NExT-GPT ([Wu et al. 2023](https://arxiv.org/abs/2309.05519)).
 
 # %%
 from mmllm_course.viz.course_map import draw_course_map
@@ -101,15 +121,21 @@ plt.show()
 # ## Two ways to feed the backbone
 #
 # - **A. Unified embedding decoder**: the projected modality tokens have the same width as text
-#   embeddings and are simply spliced into the text sequence; the LLM itself is unchanged (LLaVA,
-#   MiniGPT-4).
+#   embeddings and are simply spliced into the text sequence; the LLM itself is unchanged (LLaVA;
+#   MiniGPT-4, [Zhu et al. 2023](https://arxiv.org/abs/2304.10592)).
 # - **B. Cross-modality attention**: text tokens *attend to* the modality features through extra
-#   cross-attention layers inserted in the LLM, gated to start at zero so training begins from the
-#   unchanged LLM (Flamingo, Llama 3.2 Vision).
+#   cross-attention layers inserted in the LLM (Flamingo; Llama 3.2 Vision, whose design is described
+#   in [the Llama 3 paper](https://arxiv.org/abs/2407.21783)). In Flamingo each inserted layer is
+#   **gated at zero**: its output is multiplied by `tanh(g)`, with a learned number `g` that starts
+#   at 0. At the start of training the new layers therefore add nothing, the model computes exactly
+#   what the unchanged LLM computed, and the gate opens only as far as training finds useful.
 #
-# On the output side, an LLM can emit **continuous signals** (the hidden states at special signal
-# tokens such as `[IMG0]`, which steer a generator, as in NExT-GPT) or **discrete tokens** (entries
-# of a visual codebook, predicted like words, as in VideoPoet).
+# On the output side, an LLM can emit **continuous signals** (the hidden states at special
+# **signal tokens** such as `[IMG0]`, which steer a generator, as in NExT-GPT) or **discrete tokens**.
+# For the latter, an image tokenizer learns a **codebook**, a fixed table of vectors, and
+# describes an image as the list of the codebook entries (their ids) that best match its pieces; the
+# LLM then predicts those ids like words, and the tokenizer's decoder turns them back into pixels
+# (VideoPoet, [Kondratyuk et al. 2023](https://arxiv.org/abs/2312.14125), generates video this way).
 
 # %% [markdown]
 # ## The chapter plan
@@ -130,6 +156,24 @@ plt.show()
 # | 11 | Capstone: audio in, 3-D object out | all |
 #
 # The README lists the chapters that exist so far, with their Colab links.
+#
+# ## How every chapter is built
+#
+# Each chapter states what you will be able to do, links the papers it teaches from, explains with
+# small runnable cells, checks our module against the reference implementation in `transformers` or
+# `diffusers` on identical weights (a **parity cell** that prints the largest difference), and ends
+# with a recap. Its exercise notebook has three tiers: **core** functions, a whole module you
+# **build**, something you **train** and the checker measures, plus an optional **stretch**. Every
+# number a notebook asserts holds on other random seeds too, not only on the one you run.
+#
+# ## Recap
+#
+# - A multimodal LLM = modality encoder → input projector → LLM backbone (→ output projector →
+#   modality generator), after the MM-LLM survey.
+# - Two ways to feed the backbone: splice projected tokens into the text (A), or cross-attend to
+#   them from gated layers inside the LLM (B).
+# - Two ways out: continuous signals at signal tokens, or discrete codebook tokens.
+# - `check(...)` grades every exercise: pass, todo, fail or error, with a message that helps.
 #
 # ## What comes next
 #

@@ -12,6 +12,15 @@
 #
 # This is part 1 of the five-part map (the modality encoder's input layer). After this chapter,
 # text and images are the same kind of thing: a sequence of vectors `(B, L, D)`.
+#
+# **Papers this chapter teaches from**: byte-pair encoding for words,
+# [Sennrich et al. 2016](https://arxiv.org/abs/1508.07909); its byte-level variant,
+# [GPT-2 (Radford et al. 2019)](https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf);
+# the Vision Transformer's patches, [CLS] token and learned positions,
+# [Dosovitskiy et al. 2020](https://arxiv.org/abs/2010.11929); sine-cosine positions,
+# [Vaswani et al. 2017](https://arxiv.org/abs/1706.03762), and their 2-D form in MAE,
+# [He et al. 2021](https://arxiv.org/abs/2111.06377). Words in **bold** are in the course
+# [glossary](../GLOSSARY.md).
 
 # %%
 import matplotlib.pyplot as plt
@@ -29,10 +38,16 @@ torch.set_printoptions(precision=3, sci_mode=False)
 #
 # `"a red circle"` → tokens `["a", "Ġred", "Ġcircle"]` → ids (integers, one per token) → vectors `(L, D)`.
 #
-# The **tokenizer** does the first two. Ours is a *byte-level BPE* (byte-pair encoding, as in GPT-2):
-# it starts from the 256 possible bytes, so any string can be encoded (no "unknown" token), and
-# learns merges of frequent neighbours ("Ġc" + "ircle" → "Ġcircle") from a corpus until it reaches
-# its vocabulary size. We train one in a second, on the course's small built-in corpus.
+# The `Ġ` is not a typo: it is how a byte-level tokenizer *prints* a space. It works on bytes, and
+# to show every byte as a visible character it maps the unprintable ones to other characters; the
+# space byte becomes `Ġ`. So `"Ġred"` means "space, then red": the space before a word belongs to
+# that word's token.
+#
+# The **tokenizer** does the first two steps. Ours is a *byte-level BPE* (byte-pair encoding,
+# [Sennrich et al. 2016](https://arxiv.org/abs/1508.07909), on bytes as in GPT-2): it starts from
+# the 256 possible bytes, so any string can be encoded (no "unknown" token), and learns merges of
+# frequent neighbours ("Ġc" + "ircle" → "Ġcircle") from a corpus until it reaches its vocabulary
+# size. We train one in a second, on the course's small built-in corpus.
 
 # %%
 from mmllm_course.data.tokenizer import default_corpus, train_bpe_tokenizer
@@ -43,8 +58,8 @@ tokenizer = train_bpe_tokenizer(corpus, vocab_size=400)
 print(type(tokenizer).__name__, "| vocabulary size:", len(tokenizer))
 
 # %% [markdown]
-# How a sentence splits: frequent words are one token; rare words break into pieces. `Ġ` marks a
-# token that starts with a space (byte-level BPE keeps the spaces, so decoding is exact).
+# How a sentence splits: frequent words are one token; rare words break into pieces. Because the
+# spaces are kept (as `Ġ`), decoding gives back the exact text.
 
 # %%
 sentence = "a big blue square in the top left"
@@ -75,9 +90,14 @@ print("reloaded:", type(reloaded).__name__, "| same ids:", reloaded(sentence)["i
 # ### Special and signal tokens
 #
 # Some tokens must never be split: padding, end of text, and the **signal tokens** that later chapters
-# use to mark images in the text (`[IMG0]`, `[IMG1]`, ...; NExT-GPT uses such tokens to tell a
-# generator "draw here"). They are added to the vocabulary as whole tokens, and the tokenizer matches
-# them before BPE runs.
+# use to mark images in the text (`[IMG0]`, `[IMG1]`, ...; NExT-GPT,
+# [Wu et al. 2023](https://arxiv.org/abs/2309.05519), uses such tokens to tell a generator "draw
+# here"). They are added to the vocabulary as whole tokens, and the tokenizer matches them before
+# BPE runs.
+#
+# Look for a lone `Ġ` just before `[IMG0]` below: the special token is matched as it is, so it cannot
+# take the space in front of it; that space is left over and becomes a token of its own (a space and
+# nothing else). Without the brackets, `IMG0` is ordinary text and splits into pieces.
 
 # %%
 from mmllm_course.data.tokenizer import shapes_tokenizer
@@ -89,7 +109,7 @@ print("the same letters, not a special token:", tok.tokenize("draw IMG0 a red ci
 print("special tokens:", tok.all_special_tokens)
 img0 = tok.convert_tokens_to_ids("[IMG0]")
 assert tok.tokenize(text).count("[IMG0]") == 1
-print("[IMG0] has the single id", img0)
+print("[IMG0] has the single id", img0, "| the lone space token 'Ġ' has the id", tok.convert_tokens_to_ids("Ġ"))
 
 # %% [markdown]
 # ### From ids to vectors
@@ -209,9 +229,26 @@ assert torch.allclose(conv_tokens, tokens, atol=1e-5)
 # pixels, and after the transformer its output serves as a summary of the whole image (for
 # classification, or as CLIP's image embedding).
 #
-# Then it adds a **position embedding** to every token. Self-attention treats its input as a *set*:
-# shuffle the patches and the outputs shuffle the same way. Adding a vector that depends on where
-# the patch sits is what tells the model about layout. `VisionEmbeddings` puts the three together:
+# Then it adds a **position embedding** to every token. Why it needs one: the transformer block
+# that reads these tokens (chapter 2 builds it) compares tokens by their content only; nothing in it
+# says which token came first. Shuffle its input tokens and its outputs come out shuffled the same
+# way, each one unchanged. The next cell checks that with the library's block on our 64 patch tokens.
+
+# %%
+from mmllm_course.nn.transformer import TransformerBlock
+
+block = TransformerBlock(dim=64, num_heads=4).eval()  # chapter 2 explains what is inside
+patch_tokens = patch_embed(images)  # (1, 64, 64): patch tokens, no positions yet
+order = torch.randperm(patch_tokens.shape[1])  # a random shuffle of the 64 patches
+with torch.no_grad():
+    out, _ = block(patch_tokens)
+    out_of_shuffled, _ = block(patch_tokens[:, order])
+print("shuffle the input tokens -> the same outputs, shuffled:", torch.allclose(out_of_shuffled, out[:, order], atol=1e-5))
+assert torch.allclose(out_of_shuffled, out[:, order], atol=1e-5)
+
+# %% [markdown]
+# So layout has to be written into the tokens themselves: add to each token a vector that depends
+# on where its patch sits. `VisionEmbeddings` puts the three pieces together:
 # `(B, C, H, W) → (B, 1 + N, D)`.
 
 # %%
@@ -226,12 +263,26 @@ print("position embedding", tuple(vit_in.position_embedding.shape), "(one row pe
 # Two kinds of position embedding:
 #
 # - **learned** (ViT, CLIP): one free vector per position, trained with the model. At initialisation
-#   it is noise; a trained ViT ends up with neighbours that look alike.
-# - **2-D sine-cosine** (MAE and others): fixed, no parameters. Half of the channels encode the
-#   patch's row, half its column, each with sines and cosines at geometrically spaced frequencies
-#   $\omega_i = 1/10000^{i/(D/4)}$:
+#   it is noise (the first heatmap below). After training, the ViT paper finds that nearby patches
+#   have similar position vectors, and patches in the same row or column too: see the centre panel
+#   of Figure 7 in [Dosovitskiy et al. 2020](https://arxiv.org/abs/2010.11929) (ViT-L/32). We do not
+#   train a ViT in this chapter, so we cannot show it here.
+# - **2-D sine-cosine** (MAE, [He et al. 2021](https://arxiv.org/abs/2111.06377), and others):
+#   fixed, no parameters. The 1-D version comes from the original transformer
+#   ([Vaswani et al. 2017](https://arxiv.org/abs/1706.03762)). Half of the channels encode the
+#   patch's row `r`, half its column `c`, each with sines and cosines at `D/4` geometrically spaced
+#   frequencies
 #
-# $$\text{PE}(r, c) = [\sin(r\omega),\ \cos(r\omega),\ \sin(c\omega),\ \cos(c\omega)] \in \mathbb{R}^D .$$
+# $$\omega_i = \frac{1}{10000^{\,i/(D/4)}}, \qquad i = 0, 1, \dots, D/4 - 1,$$
+#
+# $$\text{PE}(r, c) = [\sin(r\omega_i)_i,\ \cos(r\omega_i)_i,\ \sin(c\omega_i)_i,\ \cos(c\omega_i)_i] \in \mathbb{R}^D ,$$
+#
+# four blocks of `D/4` channels each. The order of the blocks is a convention, and codebases differ:
+# the course (and its exercise) puts the **row first**, while MAE's reference code
+# ([`util/pos_embed.py`](https://github.com/facebookresearch/mae/blob/main/util/pos_embed.py)) builds
+# its grid with `np.meshgrid(grid_w, grid_h)`, so its first half encodes the **column**. Both work;
+# they are not interchangeable. If you copy MAE's function into the exercise, the check tells you that
+# your rows and columns are swapped.
 #
 # The heatmaps colour every patch of the 8x8 grid by the cosine similarity between its position
 # vector and that of the starred patch.
@@ -248,8 +299,9 @@ plot_position_similarity(sincos, 8, 8, name="2-D sine-cosine")
 plt.show()
 
 # %% [markdown]
-# The sin-cos table already has the structure a trained ViT learns: similarity falls off with
-# distance, along rows and columns. A number to confirm it, for the centre patch (row 4, column 4):
+# By construction, the sin-cos table has the structure the ViT paper reports for learned positions:
+# similarity falls off with distance, along rows and columns. A number to confirm it, for the centre
+# patch (row 4, column 4):
 
 # %%
 sim = position_similarity(sincos, 4 * 8 + 4, 8, 8)  # (8, 8)
@@ -260,9 +312,10 @@ assert sim[4, 5] > sim[4, 6] > sim[0, 0]
 # ## How many tokens is an image?
 #
 # A square image of side `S` with patch size `p` gives $N = (S/p)^2$ tokens. Self-attention
-# compares every token with every other, so its score matrix has $N^2$ entries: halving `p` gives
-# 4x the tokens and about **16x** the attention cost. This is the image-token budget every
-# multimodal model negotiates.
+# compares every token with every other, so its score matrix has $N^2$ entries (per head and per
+# layer). Halving `p` gives 4x the tokens and a **16x larger score matrix**; the other parts of a
+# transformer layer (the projections and the MLP, chapter 2) work on each token separately, so their
+# cost grows 4x, with `N`. This is the image-token budget every multimodal model negotiates.
 
 # %%
 from mmllm_course.viz.patches import plot_token_count
@@ -277,8 +330,9 @@ plt.show()
 # %% [markdown]
 # ### Explore it yourself
 #
-# Pick a patch size and watch the grid, the token count and the attention cost change. (In a
-# static view of this notebook you see the first setting only; run it to use the dropdown.)
+# Pick a patch size with the slider and watch the grid, the token count and the number of attention
+# scores change. (In a static view of this notebook you see the first setting only; run it to use
+# the slider.)
 
 # %%
 from mmllm_course.viz.patches import patch_size_explorer
@@ -312,8 +366,13 @@ except ValueError as err:
 # | LLaVA-1.5 (CLIP ViT-L/14 at 336) | 336x336 | 14 | 24² = **576** image tokens in the LLM (the [CLS] output is dropped) |
 # | Fuyu-8B | any size | 30 | no image encoder: each flattened patch goes through one linear map **straight into the LLM** |
 #
-# The first three use exactly this chapter's input layer (a strided-conv patch embedding, [CLS],
-# learned positions) before a transformer encoder; chapter 2 builds that encoder. Fuyu keeps only the
+# ViT-B/16 ([Dosovitskiy et al. 2020](https://arxiv.org/abs/2010.11929)) uses this chapter's input
+# layer as it is: a strided-conv patch embedding with a bias, [CLS], learned positions. CLIP's image
+# tower ([Radford et al. 2021](https://arxiv.org/abs/2103.00020)), and so LLaVA-1.5's
+# ([Liu et al. 2023](https://arxiv.org/abs/2310.03744)), uses it with two differences: its patch
+# convolution has **no bias**, and a **LayerNorm** is applied to the tokens before the first
+# transformer block (`pre_layrnorm` in `transformers`); chapter 2 builds that encoder and loads CLIP
+# weights into it. Fuyu ([Adept's announcement](https://www.adept.ai/blog/fuyu-8b)) keeps only the
 # patch embedding: its patch tokens join the text tokens in the decoder, one "image newline" token
 # ending each row of patches, so the LLM itself learns to see. The numbers in the table, computed:
 
@@ -323,9 +382,64 @@ for name, size, p, cls in [("ViT-B/16", 224, 16, 1), ("CLIP ViT-L/14", 224, 14, 
     print(f"{name:<14} {size}/{p} = {size // p:>2} per side -> {n} patches + {cls} [CLS] = {n + cls} tokens")
 
 # %% [markdown]
+# ## Our input layer equals the reference, on the same weights
+#
+# The README promises that every module of the course matches the reference implementation in
+# `transformers`. Here is the check for this chapter: build a tiny **random** `transformers`
+# `ViTModel` (nothing is downloaded: a config with small numbers), copy the weights of its input
+# layer, `ViTEmbeddings`, into our `VisionEmbeddings` with the library's converter, and feed both
+# the same images. The converter has to turn the conv kernel `(D, C, p, p)` into our linear weight
+# `(D, p·p·C)` in the `(p1 p2 c)` order `patchify` uses; a wrong order would show up as a large
+# difference.
+
+# %%
+from transformers import ViTConfig as HFViTConfig
+from transformers import ViTModel
+
+from mmllm_course.encoders.patches import vision_embeddings_from_vit
+
+torch.manual_seed(0)
+hf_config = HFViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8)
+hf_vit = ViTModel(hf_config).eval()
+with torch.no_grad():  # random values everywhere: a zero-initialised bias or [CLS] could hide a mapping mistake
+    for param in hf_vit.embeddings.parameters():
+        param.normal_()
+ours = vision_embeddings_from_vit(hf_vit.embeddings).eval()
+pixels = torch.rand(4, 3, 32, 32)
+with torch.no_grad():
+    theirs_out, ours_out = hf_vit.embeddings(pixels), ours(pixels)  # (B, 1 + N, D) each
+max_diff = (ours_out - theirs_out).abs().max().item()
+print(f"transformers ViTEmbeddings {tuple(theirs_out.shape)} vs ours {tuple(ours_out.shape)} | max |difference| = {max_diff:.1e}")
+assert max_diff < 1e-5
+
+# The check can fail: the same kernel flattened in its stored (c p1 p2) order instead of (p1 p2 c).
+wrong = vision_embeddings_from_vit(hf_vit.embeddings).eval()
+with torch.no_grad():
+    wrong.patch_embedding.proj.weight.copy_(hf_vit.embeddings.patch_embeddings.projection.weight.reshape(32, -1))
+    wrong_diff = (wrong(pixels) - theirs_out).abs().max().item()
+print(f"the same weights flattened in the wrong order: max |difference| = {wrong_diff:.1f}")
+assert wrong_diff > 1e-2
+
+# %% [markdown]
+# ## Recap
+#
+# - Text → **tokens** (a byte-level BPE: 256 bytes plus learned merges; `Ġ` is a space) → ids →
+#   rows of an embedding table: `(B, L, D)`. Special and signal tokens are never split.
+# - An image → `N = (H/p)(W/p)` **patches** → one shared linear map, which is a conv with
+#   `kernel_size = stride = p` → `(B, N, D)`.
+# - A learned **[CLS]** token in front, and a **position embedding** added to every token, because
+#   the transformer block itself cannot tell the order of its tokens (shown above). Learned or
+#   sine-cosine; the order of the sin-cos blocks is a convention (rows first here, columns first in
+#   MAE's code).
+# - Halving the patch size gives 4x the tokens and a 16x larger attention score matrix.
+# - Our `VisionEmbeddings` gives the same numbers as `transformers`' `ViTEmbeddings` on the same
+#   weights.
+#
 # ## What comes next
 #
-# Now write these pieces yourself: `exercises/01_tokens_and_patches.ipynb` asks for `patchify`,
-# the patch embedding and the 2-D sine-cosine table, each checked against the library, plus four
+# Now write these pieces yourself in `exercises/01_tokens_and_patches.ipynb`: the core functions
+# (`patchify`, the patch embedding, the 2-D sine-cosine table), a whole `PatchEmbedding` module
+# checked by loading the library's weights into it, a small classifier you train on your own patch
+# tokens, byte-pair merges by hand compared with the `tokenizers` library, an optional stretch, and
 # checked questions. Chapter 2 feeds these tokens to attention and builds the Vision Transformer
 # and CLIP.
