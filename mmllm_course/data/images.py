@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmllm_course._checks import check_int
+
 # Names of skimage.data functions whose image files are bundled with the package (no pooch download).
 SAMPLE_IMAGES: tuple[str, ...] = (
     "astronaut",
@@ -45,8 +47,8 @@ def load_sample_image(name: str = "astronaut", size: int | None = None) -> torch
     """
     if name not in SAMPLE_IMAGES:
         raise ValueError(f"unknown sample image {name!r}: expected one of {SAMPLE_IMAGES}")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"size must be a positive integer or None, got {size!r}")
+    if size is not None:
+        size = check_int(size, "size (a positive integer or None)")
     import skimage.data
 
     array = np.asarray(getattr(skimage.data, name)())

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mmllm_course._checks import InputTypeError, check_int, check_number, describe
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 SIZES: tuple[str, ...] = ("small", "large")
@@ -80,7 +82,11 @@ class ShapesWorldConfig:
     positions: tuple[str, ...] = POSITIONS
 
     def __post_init__(self) -> None:
-        if not isinstance(self.image_size, int) or self.image_size < MIN_IMAGE_SIZE or self.image_size % 2:
+        check_int(self.image_size, "image_size")
+        check_int(self.num_shapes, "num_shapes")
+        for name in ("noise", "background", "background_jitter", "color_jitter", "size_jitter", "position_jitter"):
+            check_number(getattr(self, name), name)
+        if self.image_size < MIN_IMAGE_SIZE or self.image_size % 2:
             raise ValueError(f"image_size must be an even integer >= {MIN_IMAGE_SIZE}, got {self.image_size!r}")
         self.shapes = _check_names("shapes", self.shapes, SHAPES)
         self.colors = _check_names("colors", self.colors, COLORS)
@@ -106,10 +112,62 @@ def _name(value: int | str, names: tuple[str, ...], what: str) -> str:
         if value not in names:
             raise ValueError(f"{what} must be one of {names}, got {value!r}")
         return value
-    index = int(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = value.item()  # a 0-d label tensor, e.g. batch.shape[i]
+    index = check_int(value, f"{what} index", minimum=None)
     if not 0 <= index < len(names):
         raise ValueError(f"{what} index must be in [0, {len(names)}), got {index}")
     return names[index]
+
+
+def _labels(value: torch.Tensor | int, names: tuple[str, ...], what: str) -> torch.Tensor | int:
+    """An int label or an integer label tensor, checked to lie in [0, len(names))."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            raise InputTypeError(f"{what} labels must be integers, got a tensor of dtype {value.dtype}")
+        if value.numel() and (int(value.min()) < 0 or int(value.max()) >= len(names)):
+            raise ValueError(
+                f"{what} labels must lie in [0, {len(names)}) ({names}), got values in [{int(value.min())}, {int(value.max())}]"
+            )
+        return value
+    index = check_int(value, what, minimum=None)
+    if not 0 <= index < len(names):
+        raise ValueError(f"{what} must be an index in [0, {len(names)}) ({names}), got {index}")
+    return index
+
+
+_SIZES_OF_LABELS = (len(SHAPES), len(COLORS), len(SIZES), len(POSITIONS))
+
+
+def _check_broadcast(**labels: torch.Tensor | int) -> None:
+    """Label tensors given together must broadcast to one shape (a ValueError naming the shapes otherwise)."""
+    shapes = {k: tuple(v.shape) for k, v in labels.items() if isinstance(v, torch.Tensor)}
+    try:
+        torch.broadcast_shapes(*shapes.values())
+    except RuntimeError as err:
+        raise ValueError(f"label tensors must have the same shape (or broadcast), got {shapes}") from err
+
+
+def _check_objects(objects: Sequence[Sequence[int]]) -> list[tuple[int, int, int, int]]:
+    """Objects (K, 4) in ATTRIBUTES order as a list of int tuples, every label checked to be in range."""
+    if isinstance(objects, torch.Tensor):
+        objects = objects.tolist()
+    elif isinstance(objects, np.ndarray):
+        objects = objects.tolist()
+    if isinstance(objects, (str, bytes)) or not isinstance(objects, Sequence):
+        raise InputTypeError(f"objects must be a sequence of (shape, color, size, position) labels, got {describe(objects)}")
+    out = []
+    for obj in objects:
+        if isinstance(obj, (torch.Tensor, np.ndarray)):
+            obj = obj.tolist()
+        if type(obj) in (list, tuple) and len(obj) == 4 and all(type(v) is int and 0 <= v < n for v, n in zip(obj, _SIZES_OF_LABELS)):
+            out.append(tuple(obj))  # the common case (generate_shapes): plain ints, all in range
+            continue
+        if isinstance(obj, (str, bytes)) or not isinstance(obj, Sequence) or len(obj) != len(ATTRIBUTES):
+            raise ValueError(f"each object must be {len(ATTRIBUTES)} labels {ATTRIBUTES}, got {obj!r}")
+        labels = zip(obj, (SHAPES, COLORS, SIZES, POSITIONS), ATTRIBUTES)
+        out.append(tuple(names.index(_name(v, names, what)) for v, names, what in labels))  # names -> indices too
+    return out
 
 
 def caption_for(shape: int | str, color: int | str, size: int | str, position: int | str) -> str:
@@ -121,12 +179,15 @@ def caption_for(shape: int | str, color: int | str, size: int | str, position: i
 
 def scene_caption(objects: Sequence[Sequence[int]]) -> str:
     """Caption of a scene: objects (K, 4) in ATTRIBUTES order, joined with " and "."""
-    return " and ".join(caption_for(*(int(v) for v in obj)) for obj in objects)
+    return " and ".join(caption_for(*obj) for obj in _check_objects(objects))
 
 
 def questions_for(objects: Sequence[Sequence[int]]) -> list[tuple[str, str]]:
-    """Question/answer pairs for a scene, objects (K, 4); only questions with one right answer."""
-    objects = [tuple(int(v) for v in obj) for obj in objects]
+    """Question/answer pairs for a scene, objects (K, 4); only questions with one right answer.
+
+    Labels outside their range (a shape index of -1 or 9...) raise a ``ValueError``.
+    """
+    objects = _check_objects(objects)
     shape_counts = {s: sum(o[0] == s for o in objects) for s, *_ in objects}
     color_counts = {c: sum(o[1] == c for o in objects) for _, c, *_ in objects}
     qa: list[tuple[str, str]] = []
@@ -143,16 +204,34 @@ def questions_for(objects: Sequence[Sequence[int]]) -> list[tuple[str, str]]:
     return qa
 
 
+def _check_template(template: str) -> None:
+    """A template must be a str with one ``{}`` to fill (else every class would get the same text)."""
+    if not isinstance(template, str):
+        raise InputTypeError(f"template must be a str with one {{}} placeholder, got {describe(template)}")
+    try:
+        filled = template.format("\x00a"), template.format("\x00b")
+    except (IndexError, KeyError, ValueError) as err:
+        raise ValueError(f"template must hold exactly one {{}} placeholder, got {template!r} ({type(err).__name__}: {err})") from err
+    if filled[0] == filled[1]:
+        raise ValueError(f"template must hold a {{}} placeholder for the class name, got {template!r}")
+
+
 def color_shape_classes(template: str = "{}") -> list[str]:
     """The 20 colour x shape class names ("red circle", ...), index ``color * len(SHAPES) + shape``.
 
     ``template`` wraps each name, e.g. ``"a photo of a {}"`` for zero-shot prompts.
     """
+    _check_template(template)
     return [template.format(f"{c} {s}") for c in COLORS for s in SHAPES]
 
 
 def color_shape_index(*, color: torch.Tensor | int, shape: torch.Tensor | int) -> torch.Tensor | int:
-    """Class index into :func:`color_shape_classes` (works on ints and on label tensors (n,))."""
+    """Class index into :func:`color_shape_classes` (works on ints and on label tensors (n,)).
+
+    A colour or shape outside its range raises a ``ValueError`` (it would index another class).
+    """
+    color, shape = _labels(color, COLORS, "color"), _labels(shape, SHAPES, "shape")
+    _check_broadcast(color=color, shape=shape)
     return color * len(SHAPES) + shape
 
 
@@ -162,6 +241,7 @@ def all_caption_classes(template: str = "{}") -> list[str]:
     Index ``((size * len(COLORS) + color) * len(SHAPES) + shape) * len(POSITIONS) + position``,
     see :func:`caption_class_index`. ``template`` wraps each caption, e.g. ``"a photo of {}"``.
     """
+    _check_template(template)
     return [
         template.format(caption_for(s, c, z, p))
         for z in range(len(SIZES))
@@ -175,6 +255,9 @@ def caption_class_index(
     *, shape: torch.Tensor | int, color: torch.Tensor | int, size: torch.Tensor | int, position: torch.Tensor | int
 ) -> torch.Tensor | int:
     """Class index into :func:`all_caption_classes` (ints or label tensors (n,)); keyword-only on purpose."""
+    shape, color = _labels(shape, SHAPES, "shape"), _labels(color, COLORS, "color")
+    size, position = _labels(size, SIZES, "size"), _labels(position, POSITIONS, "position")
+    _check_broadcast(shape=shape, color=color, size=size, position=position)
     return ((size * len(COLORS) + color) * len(SHAPES) + shape) * len(POSITIONS) + position
 
 
@@ -272,7 +355,17 @@ class ShapesBatch:
         if isinstance(index, slice):
             rows = list(range(len(self)))[index]
         else:
-            rows = torch.as_tensor(index).tolist()
+            if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+                raise InputTypeError("boolean masks are not supported as a ShapesBatch index: use torch.nonzero(mask).flatten()")
+            if isinstance(index, (str, bytes, float)) or not isinstance(index, (Sequence, torch.Tensor, np.ndarray)):
+                raise InputTypeError(f"a ShapesBatch index must be an int, a slice or a list/tensor of ints, got {describe(index)}")
+            rows = torch.as_tensor(index).flatten().tolist() if len(index) else []
+            bad = [r for r in rows if isinstance(r, bool) or not isinstance(r, int)]
+            if bad:
+                raise InputTypeError(f"a ShapesBatch index list must hold ints, got {describe(bad[0])}")
+            out_of_range = [r for r in rows if not -len(self) <= r < len(self)]
+            if out_of_range:
+                raise IndexError(f"indices {out_of_range[:5]} are out of range for a ShapesBatch of {len(self)} images")
         idx = torch.as_tensor(rows, dtype=torch.long)
         return ShapesBatch(
             images=self.images[idx],
@@ -301,14 +394,12 @@ def generate_shapes(n: int, seed: int = 0, config: ShapesWorldConfig | None = No
 
     Returns a :class:`ShapesBatch` with images (n, 3, H, W) float32 in [0, 1].
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int(n, "n")
+    check_int(seed, "seed", minimum=0)
     if config is None:
         config = ShapesWorldConfig()
     if not isinstance(config, ShapesWorldConfig):
-        raise ValueError(f"config must be a ShapesWorldConfig or None, got {type(config).__name__}")
+        raise InputTypeError(f"config must be a ShapesWorldConfig or None, got {describe(config)}")
     n, cfg, k = int(n), config, config.num_shapes
     rng = np.random.default_rng(seed)
     size_px, quad = cfg.image_size, cfg.image_size / 2
@@ -387,19 +478,30 @@ class ShapesDataset(Dataset):
         elif isinstance(data, (int, np.integer)) and not isinstance(data, bool):
             self.batch = generate_shapes(int(data), seed=seed, config=config)
         else:
-            raise ValueError(f"data must be a ShapesBatch or a number of images, got {type(data).__name__}")
+            raise InputTypeError(f"data must be a ShapesBatch or a number of images, got {describe(data)}")
 
     def __len__(self) -> int:
         return len(self.batch)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.batch.item(i)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            if not (isinstance(i, torch.Tensor) and i.dim() == 0 and not i.is_floating_point()):
+                raise InputTypeError(f"a ShapesDataset index must be an int, got {describe(i)}")
+        return self.batch[int(i)]
 
 
 def collate_shapes(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack a list of items: tensors gain a leading batch dim (image -> (B, 3, H, W)); strings and QA stay lists."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Sequence):
+        raise InputTypeError(f"collate_shapes needs a list of items (dicts from a ShapesDataset), got {describe(items)}")
     if not items:
         raise ValueError("collate_shapes needs at least one item, got an empty list")
+    bad = [i for i, item in enumerate(items) if not isinstance(item, dict)]
+    if bad:
+        raise InputTypeError(f"collate_shapes needs dict items (from a ShapesDataset), item {bad[0]} is {describe(items[bad[0]])}")
+    keys = set(items[0])
+    if any(set(item) != keys for item in items):
+        raise ValueError(f"every item must have the same keys {sorted(keys)}")
     out: dict[str, Any] = {}
     for key in items[0]:
         values = [item[key] for item in items]

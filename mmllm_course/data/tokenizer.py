@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Iterable, Sequence
 
+from mmllm_course._checks import check_int, check_str_sequence
 from mmllm_course.data.shapes import COLORS, POSITIONS, SHAPES, SIZES, all_caption_classes, questions_for
 
 if TYPE_CHECKING:  # imported lazily: transformers takes seconds to import
@@ -110,20 +111,23 @@ def train_bpe_tokenizer(
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    # A bare str would be iterated character by character: refuse it (wrap it in a list).
+    texts = None if texts is None else check_str_sequence(texts, "texts")
+    extra_special_tokens = check_str_sequence(extra_special_tokens, "extra_special_tokens")
     specials = [pad_token, eos_token, bos_token, *extra_special_tokens]
     if any(not isinstance(t, str) or not t for t in specials):
         raise ValueError(f"special tokens must be non-empty strings, got {specials!r}")
     if len(set(specials)) != len(specials):
         raise ValueError(f"special tokens must be distinct, got {specials!r}")
     minimum = BYTE_ALPHABET_SIZE + len(specials)
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < minimum:
+    check_int(vocab_size, "vocab_size")
+    if vocab_size < minimum:
         raise ValueError(
             f"vocab_size must be an integer >= {minimum} (256 bytes + {len(specials)} special tokens), got {vocab_size!r}"
         )
-    if not isinstance(min_frequency, int) or min_frequency < 1:
-        raise ValueError(f"min_frequency must be a positive integer, got {min_frequency!r}")
-    texts = default_corpus() if texts is None else list(texts)
-    if not texts or not all(isinstance(t, str) for t in texts):
+    check_int(min_frequency, "min_frequency")
+    texts = default_corpus() if texts is None else texts
+    if not texts:
         raise ValueError(f"texts must be a non-empty iterable of strings, got {len(texts)} items")
 
     backend = Tokenizer(models.BPE())
@@ -167,6 +171,7 @@ def shapes_tokenizer(vocab_size: int = 512, extra_special_tokens: Sequence[str] 
     """
     from tokenizers import Tokenizer
 
-    extra = tuple(extra_special_tokens)
+    extra = tuple(check_str_sequence(extra_special_tokens, "extra_special_tokens"))
+    vocab_size = check_int(vocab_size, "vocab_size")
     backend = Tokenizer.from_str(_shapes_backend_json(vocab_size, extra))
     return _wrap(backend, BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, extra)

@@ -8,7 +8,9 @@ Dims: ``B_img`` images, ``B_txt`` texts, ``E`` the shared embedding width, ``K``
     logits_per_image = exp(logit_scale) * image_embeds @ text_embeds.T          (B_img, B_txt)
 
 Training pushes the diagonal (the true pairs of a batch) up and everything else down with
-:func:`clip_loss`. The same similarity then classifies images with no training at all
+:func:`clip_loss`. ``scale()`` is ``exp(logit_scale)``, capped at ``CLIPConfig.max_logit_scale``
+(100, as OpenAI's training keeps it) for models built here; converted checkpoints get no cap
+(``max_logit_scale=None``), so their logits equal ``transformers``' ``CLIPModel``, which applies none. The same similarity then classifies images with no training at all
 (:func:`zero_shot_classifier`, :func:`zero_shot_predict`) and ranks them for retrieval
 (:func:`retrieval_recall_at_k`).
 """
@@ -16,6 +18,7 @@ Training pushes the diagonal (the true pairs of a batch) up and everything else 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,13 +26,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmllm_course._checks import (
+    InputTypeError,
+    check_int,
+    check_number,
+    check_same_float_dtype,
+    check_tensor,
+    describe,
+)
 from mmllm_course.encoders.text import (
     TextTransformer,
     TextTransformerConfig,
     clip_text_config_from_hf,
-    clip_text_state_dict,
+    clip_text_plan,
 )
-from mmllm_course.encoders.vit import ViT, ViTConfig, _resolve_hf_model, clip_vision_config_from_hf, clip_vision_state_dict
+from mmllm_course.encoders.vit import (
+    ViT,
+    ViTConfig,
+    _apply_plan,
+    _folder_model_type,
+    _load_exact,
+    _refuse_model_type,
+    _resolve_hf_model,
+    clip_vision_config_from_hf,
+    clip_vision_plan,
+)
 
 
 def _clip_vision_default() -> ViTConfig:
@@ -38,13 +59,34 @@ def _clip_vision_default() -> ViTConfig:
 
 @dataclass
 class CLIPConfig:
-    """Both towers, the shared width and the temperature; defaults give a tiny CPU-fast CLIP."""
+    """Both towers, the shared width and the temperature; defaults give a tiny CPU-fast CLIP.
+
+    ``vision`` and ``text`` take a config object or a dict of its fields; a ``vision`` dict
+    overrides the CLIP layout defaults (``pre_norm=True, final_norm="pooled"``).
+    """
 
     vision: ViTConfig = field(default_factory=_clip_vision_default)
     text: TextTransformerConfig = field(default_factory=TextTransformerConfig)
     embed_dim: int = 32
     init_logit_scale: float = math.log(1 / 0.07)  # the temperature 0.07 of the CLIP paper, learned in log space
-    max_logit_scale: float = 100.0  # CLIP caps exp(logit_scale) at 100 so training stays stable
+    # Cap on exp(logit_scale) so training stays stable (OpenAI clamps at 100); None = no cap, as in
+    # transformers' CLIPModel (converted checkpoints use None so their logits match exactly).
+    max_logit_scale: float | None = 100.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vision, dict):
+            defaults = _clip_vision_default().__dict__
+            self.vision = ViTConfig(**{**defaults, **self.vision})
+        if isinstance(self.text, dict):
+            self.text = TextTransformerConfig(**self.text)
+        if not isinstance(self.vision, ViTConfig):
+            raise InputTypeError(f"vision must be a ViTConfig or a dict of its fields, got {describe(self.vision)}")
+        if not isinstance(self.text, TextTransformerConfig):
+            raise InputTypeError(f"text must be a TextTransformerConfig or a dict of its fields, got {describe(self.text)}")
+        check_int(self.embed_dim, "embed_dim")
+        check_number(self.init_logit_scale, "init_logit_scale")
+        if self.max_logit_scale is not None:
+            check_number(self.max_logit_scale, "max_logit_scale", low=0.0, low_open=True)
 
 
 class CLIP(nn.Module):
@@ -52,6 +94,8 @@ class CLIP(nn.Module):
 
     def __init__(self, config: CLIPConfig | None = None):
         super().__init__()
+        if config is not None and not isinstance(config, CLIPConfig):
+            raise InputTypeError(f"config must be a CLIPConfig or None, got {describe(config)}")
         self.config = config = config or CLIPConfig()
         self.vision = ViT(config.vision)
         self.text = TextTransformer(config.text)
@@ -70,8 +114,9 @@ class CLIP(nn.Module):
         return F.normalize(z, dim=-1) if normalize else z
 
     def scale(self) -> torch.Tensor:
-        """exp(logit_scale), capped at ``max_logit_scale`` (no gradient pushes it further once capped)."""
-        return self.logit_scale.exp().clamp(max=self.config.max_logit_scale)
+        """exp(logit_scale), capped at ``config.max_logit_scale`` unless that is None (no gradient pushes it further once capped)."""
+        scale = self.logit_scale.exp()
+        return scale if self.config.max_logit_scale is None else scale.clamp(max=self.config.max_logit_scale)
 
     def forward(
         self,
@@ -85,6 +130,8 @@ class CLIP(nn.Module):
         ``paired=True`` says row i of the images goes with row i of the texts (training with
         :func:`clip_loss`): then both batches must have the same size.
         """
+        check_tensor(images, "images", "(B_img, C, H, W)")
+        check_tensor(input_ids, "input_ids", "(B_txt, L)")
         if paired and images.shape[0] != input_ids.shape[0]:
             raise ValueError(
                 f"paired batches must have the same size: got {images.shape[0]} images and {input_ids.shape[0]} texts"
@@ -99,10 +146,13 @@ def clip_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
 
     logits_per_image: (B, B) where pair i is (image i, text i), so the targets are the diagonal.
     """
+    check_tensor(logits_per_image, "logits_per_image", "(B, B)", kind="float")
     if logits_per_image.dim() != 2 or logits_per_image.shape[0] != logits_per_image.shape[1]:
         raise ValueError(
             f"clip_loss needs square logits (B, B) of paired images and texts, got shape {tuple(logits_per_image.shape)}"
         )
+    if logits_per_image.shape[0] == 0:
+        raise ValueError("clip_loss needs at least one pair, got empty logits of shape (0, 0)")
     targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
     return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_image.T, targets)) / 2
 
@@ -120,6 +170,16 @@ def zero_shot_classifier(
     class are averaged, and the mean is normalised again (as in the CLIP paper). ``attention_mask``
     follows the same layout. Runs without gradients.
     """
+    if not isinstance(model, CLIP):
+        raise InputTypeError(f"model must be a CLIP, got {describe(model)}")
+    if isinstance(class_prompt_ids, (str, bytes)) or not isinstance(class_prompt_ids, (torch.Tensor, Sequence)):
+        raise InputTypeError(
+            f"class_prompt_ids must be a tensor (K, L) or (K, P, L) of token ids, or a list of K tensors, got {describe(class_prompt_ids)}"
+        )
+    if attention_mask is not None and (
+        isinstance(attention_mask, (str, bytes)) or not isinstance(attention_mask, (torch.Tensor, Sequence))
+    ):
+        raise InputTypeError(f"attention_mask must be laid out like class_prompt_ids, got {describe(attention_mask)}")
     if isinstance(class_prompt_ids, torch.Tensor):
         if class_prompt_ids.dim() == 2:
             class_prompt_ids = class_prompt_ids[:, None]  # (K, 1, L)
@@ -131,7 +191,12 @@ def zero_shot_classifier(
         else:
             masks = attention_mask
     else:
+        for i, g in enumerate(class_prompt_ids):
+            check_tensor(g, f"class_prompt_ids[{i}]", "(P, L) or (L,)", ndim=(1, 2))
         groups = [g if g.dim() == 2 else g[None] for g in class_prompt_ids]
+        if attention_mask is not None:
+            for i, m in enumerate(attention_mask):
+                check_tensor(m, f"attention_mask[{i}]", "(P, L) or (L,)", ndim=(1, 2))
         masks = None if attention_mask is None else [m if m.dim() == 2 else m[None] for m in attention_mask]
     if not groups:
         raise ValueError("class_prompt_ids holds no classes")
@@ -150,11 +215,19 @@ def zero_shot_classifier(
 
 def zero_shot_predict(image_embeds: torch.Tensor, class_embeds: torch.Tensor) -> torch.Tensor:
     """Predicted class (B,) = the class embedding (K, E) most similar (cosine) to each image (B, E)."""
+    check_tensor(image_embeds, "image_embeds", "(B, E)", kind="float")
+    check_tensor(class_embeds, "class_embeds", "(K, E)", kind="float")
     if image_embeds.dim() != 2 or class_embeds.dim() != 2 or image_embeds.shape[1] != class_embeds.shape[1]:
         raise ValueError(
             f"expected image_embeds (B, E) and class_embeds (K, E) with the same E, "
             f"got {tuple(image_embeds.shape)} and {tuple(class_embeds.shape)}"
         )
+    if class_embeds.shape[0] == 0 or image_embeds.shape[0] == 0 or image_embeds.shape[1] == 0:
+        raise ValueError(
+            f"zero_shot_predict needs at least one image, one class and E >= 1, got image_embeds "
+            f"{tuple(image_embeds.shape)} and class_embeds {tuple(class_embeds.shape)}"
+        )
+    check_same_float_dtype({"image_embeds": image_embeds, "class_embeds": class_embeds})
     return (F.normalize(image_embeds, dim=-1) @ F.normalize(class_embeds, dim=-1).T).argmax(dim=-1)
 
 
@@ -165,16 +238,22 @@ def retrieval_recall_at_k(similarity: torch.Tensor, k: int, targets: torch.Tenso
     for text->image). ``targets`` (Q,) gives the correct gallery index of each query; by default
     query i matches item i (paired batches).
     """
+    check_tensor(similarity, "similarity", "(Q, G)")
     if similarity.dim() != 2:
         raise ValueError(f"similarity must be (Q, G), got shape {tuple(similarity.shape)}")
+    if similarity.dtype == torch.bool or similarity.is_complex():
+        raise InputTypeError(f"similarity must hold real numbers, got dtype {similarity.dtype}")
     q, g = similarity.shape
+    if q == 0 or g == 0:
+        raise ValueError(f"retrieval_recall_at_k needs at least one query and one gallery item, got similarity of shape {(q, g)}")
+    k = check_int(k, "k")
     if not 1 <= k <= g:
         raise ValueError(f"k must lie in [1, {g}] (the gallery size), got k={k}")
     if targets is None:
         if q > g:
             raise ValueError(f"with {q} queries and {g} gallery items, pass targets: query i has no item i")
         targets = torch.arange(q, device=similarity.device)
-    elif tuple(targets.shape) != (q,):
+    elif check_tensor(targets, "targets", f"(Q,) = ({q},)", kind="int") is not None and tuple(targets.shape) != (q,):
         raise ValueError(f"targets must be (Q,) = ({q},), got shape {tuple(targets.shape)}")
     elif targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= g):
         raise ValueError(f"targets must index the gallery [0, {g}), got values in [{int(targets.min())}, {int(targets.max())}]")
@@ -191,21 +270,25 @@ def clip_from_transformers(model_or_path: object) -> CLIP:
     Maps both towers (see :func:`~mmllm_course.encoders.vit.clip_vision_from_transformers` and
     :func:`~mmllm_course.encoders.text.clip_text_from_transformers`), ``visual_projection``,
     ``text_projection`` and ``logit_scale``; the activation follows the HF config (``quick_gelu``
-    for CLIP checkpoints).
+    for CLIP checkpoints) and so does ``attention_dropout``. Only ``model_type == "clip"`` is
+    accepted (a one-tower or another model raises a ``ValueError`` listing what is supported), and
+    every weight must map one to one. The result has ``max_logit_scale=None``: no cap on
+    ``exp(logit_scale)``, exactly as ``CLIPModel`` computes its logits.
     """
-    hf = _resolve_hf_model(model_or_path, "CLIPModel")
+    hf = _resolve_hf_model(model_or_path, "clip_from_transformers", {"clip": "CLIPModel"})
     c = hf.config
     sd = hf.state_dict()
     vision, text = clip_vision_config_from_hf(c.vision_config), clip_text_config_from_hf(c.text_config)
-    config = CLIPConfig(vision=vision, text=text, embed_dim=c.projection_dim, init_logit_scale=float(sd["logit_scale"]))
-    new = {f"vision.{k}": v for k, v in clip_vision_state_dict(sd, vision.depth, "vision_model.").items()}
-    new.update({f"text.{k}": v for k, v in clip_text_state_dict(sd, text.depth, "text_model.").items()})
-    new["visual_projection.weight"] = sd["visual_projection.weight"]
-    new["text_projection.weight"] = sd["text_projection.weight"]
-    new["logit_scale"] = sd["logit_scale"]
-    ours = CLIP(config)
-    ours.load_state_dict(new)
-    return ours.train(hf.training)
+    plan = {f"vision.{k}": v for k, v in clip_vision_plan(vision.depth, "vision_model.").items()}
+    plan.update({f"text.{k}": v for k, v in clip_text_plan(text.depth, "text_model.").items()})
+    plan["visual_projection.weight"] = ("visual_projection.weight", None)
+    plan["text_projection.weight"] = ("text_projection.weight", None)
+    plan["logit_scale"] = ("logit_scale", None)
+    source = f"a {type(hf).__name__} (model_type 'clip')"
+    new = _apply_plan(sd, plan, source)
+    config = CLIPConfig(vision=vision, text=text, embed_dim=c.projection_dim,
+                        init_logit_scale=float(new["logit_scale"]), max_logit_scale=None)
+    return _load_exact(CLIP(config), new, source).train(hf.training)
 
 
 def load_pretrained_clip(name: str = "openai/clip-vit-base-patch32") -> CLIP:
@@ -215,15 +298,21 @@ def load_pretrained_clip(name: str = "openai/clip-vit-base-patch32") -> CLIP:
     that may reach the network. Its tokenizer: ``transformers.CLIPTokenizer.from_pretrained(name)``.
     Returns the model in eval mode.
     """
-    from transformers import CLIPModel  # lazy: seconds to import
-
+    if not isinstance(name, (str, os.PathLike)):
+        raise InputTypeError(f"name must be a hub model name or a folder path, got {describe(name)}")
+    offline_help = (
+        f"could not load the CLIP checkpoint {name!r}: it downloads from the Hugging Face Hub the first time, "
+        "so it needs network access (or a copy in the local cache, or a local folder saved with "
+        "save_pretrained). The course itself runs offline: build a tiny CLIP with CLIP(CLIPConfig()) instead."
+    )
     try:
-        hf = CLIPModel.from_pretrained(name)
+        model_type = _folder_model_type(os.fspath(name))  # read first: a checkpoint of another kind is refused, not loaded
+    except ValueError as err:
+        if isinstance(err.__cause__, OSError):
+            raise OSError(f"{offline_help} Original error: {err.__cause__}") from err
+        raise
+    _refuse_model_type(model_type, "load_pretrained_clip", {"clip": "CLIPModel"}, f"the checkpoint {name!r}")
+    try:
+        return clip_from_transformers(os.fspath(name)).eval()
     except OSError as err:
-        raise OSError(
-            f"could not load the CLIP checkpoint {name!r}: it downloads from the Hugging Face Hub the first time, "
-            "so it needs network access (or a copy in the local cache, or a local folder saved with "
-            "save_pretrained). The course itself runs offline: build a tiny CLIP with CLIP(CLIPConfig()) instead. "
-            f"Original error: {err}"
-        ) from err
-    return clip_from_transformers(hf).eval()
+        raise OSError(f"{offline_help} Original error: {err}") from err

@@ -3,6 +3,10 @@
 Dims: ``B`` batch, ``C`` channels, ``H x W`` image size, ``p`` patch size, ``N = (H/p)(W/p)`` patches,
 ``D`` model width. Patches are numbered row-major (left to right, then top to bottom) and each
 flattened patch lists its pixels row-major with the channels of a pixel together: ``(p1 p2 c)``.
+
+Images must be floating point (uint8 pixels are refused rather than guessed at); the modules cast
+them to their parameter dtype (the dtype rule of ``mmllm_course._checks``, as ``transformers``' ViT
+and CLIP do). Images and ``image_size`` are square: ``image_size`` is one integer.
 """
 
 from __future__ import annotations
@@ -11,19 +15,35 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from mmllm_course._checks import InputTypeError, check_int, check_tensor, describe, to_module_dtype
 from mmllm_course.nn.position import sincos_2d_position_embedding
+
+
+def check_image_size(image_size: object, name: str = "image_size") -> int:
+    """The side of a square image as an int; a pair (H, W) with H == W is read as H.
+
+    Non-square sizes are refused (the position-embedding grid, the converters and the figures of
+    this library assume square images): resize or crop to a square first.
+    """
+    if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        h, w = (check_int(v, name) for v in image_size)
+        if h != w:
+            raise ValueError(
+                f"{name} must be one integer (square images H = W), got {tuple(image_size)}: non-square "
+                "images are not supported; resize or crop them to a square"
+            )
+        return h
+    return check_int(image_size, name)
 
 
 def _check_images(images: torch.Tensor, patch_size: int, channels: int | None = None, name: str = "images") -> None:
     """Raise a ValueError that names expected and actual sizes when ``images`` cannot be patchified."""
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    check_tensor(images, name, "(B, C, H, W)")
     if images.dim() != 4:
         raise ValueError(f"{name} must have 4 dims (B, C, H, W), got {images.dim()} dims with shape {tuple(images.shape)}")
     if not images.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor (e.g. float32 in [0, 1]), got dtype {images.dtype}")
-    if patch_size < 1:
-        raise ValueError(f"patch_size must be a positive integer, got {patch_size}")
+        raise InputTypeError(f"{name} must be a floating-point tensor (e.g. float32 in [0, 1]), got dtype {images.dtype}")
+    patch_size = check_int(patch_size, "patch_size")
     _, c, h, w = images.shape
     if channels is not None and c != channels:
         raise ValueError(f"expected {channels} channels, got {c} (images of shape {tuple(images.shape)})")
@@ -45,7 +65,9 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 def unpatchify(patches: torch.Tensor, patch_size: int, grid_h: int, grid_w: int | None = None) -> torch.Tensor:
     """The exact inverse of :func:`patchify`: patches (B, N, p*p*C) -> images (B, C, H, W)."""
-    grid_w = grid_h if grid_w is None else grid_w
+    check_tensor(patches, "patches", "(B, N, p*p*C)")
+    patch_size, grid_h = check_int(patch_size, "patch_size"), check_int(grid_h, "grid_h")
+    grid_w = grid_h if grid_w is None else check_int(grid_w, "grid_w")
     if patches.dim() != 3:
         raise ValueError(f"patches must be (B, N, p*p*C), got shape {tuple(patches.shape)}")
     b, n, k = patches.shape
@@ -65,6 +87,8 @@ class PatchEmbedding(nn.Module):
 
     def __init__(self, image_size: int = 32, patch_size: int = 8, in_channels: int = 3, dim: int = 64, bias: bool = True):
         super().__init__()
+        image_size, patch_size = check_image_size(image_size), check_int(patch_size, "patch_size")
+        in_channels, dim = check_int(in_channels, "in_channels"), check_int(dim, "dim")
         if image_size % patch_size:
             raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
         self.image_size, self.patch_size, self.in_channels, self.dim = image_size, patch_size, in_channels, dim
@@ -82,6 +106,7 @@ class PatchEmbedding(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.check_images(images)
+        images = to_module_dtype(images, self)  # float64 / float16 images run in the weights' dtype
         return self.proj(patchify(images, self.patch_size))  # (B, N, D)
 
     def to_conv2d(self) -> nn.Conv2d:
@@ -99,6 +124,11 @@ class PatchEmbedding(nn.Module):
     def load_conv2d(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> "PatchEmbedding":
         """Load a conv kernel (D, C, p, p) (and bias (D,)), as ViT checkpoints store it."""
         expected = (self.dim, self.in_channels, self.patch_size, self.patch_size)
+        check_tensor(weight, "weight", "(D, C, p, p)", kind="float")
+        if bias is not None:
+            check_tensor(bias, "bias", "(D,)", kind="float")
+            if tuple(bias.shape) != (self.dim,):
+                raise ValueError(f"expected a bias of shape ({self.dim},), got {tuple(bias.shape)}")
         if tuple(weight.shape) != expected:
             raise ValueError(f"expected a conv weight of shape {expected}, got {tuple(weight.shape)}")
         self.proj.weight.copy_(rearrange(weight, "d c p1 p2 -> d (p1 p2 c)"))
@@ -130,6 +160,10 @@ class VisionEmbeddings(nn.Module):
         super().__init__()
         if position not in ("learned", "sincos"):
             raise ValueError(f"position must be 'learned' or 'sincos', got {position!r}")
+        if position == "sincos":
+            dim = check_int(dim, "dim")
+            if dim % 4:
+                raise ValueError(f"position='sincos' needs dim divisible by 4, got dim={dim}")
         self.patch_embedding = PatchEmbedding(image_size, patch_size, in_channels, dim, bias=patch_bias)
         n = self.patch_embedding.num_patches + int(cls_token)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if cls_token else None
@@ -155,13 +189,23 @@ def vision_embeddings_from_vit(hf_embeddings: nn.Module) -> VisionEmbeddings:
 
     Reads the live ``state_dict()`` (names as in transformers 5.x):
     ``cls_token`` (1, 1, D), ``position_embeddings`` (1, 1+N, D),
-    ``patch_embeddings.projection.weight`` (D, C, p, p) and ``.bias`` (D,).
+    ``patch_embeddings.projection.weight`` (D, C, p, p) and ``.bias`` (D,). Any other weight
+    (except ``mask_token``, which only masked-image modelling uses) or a missing one raises a
+    ``ValueError`` listing them. ``VisionEmbeddings`` has no dropout: ViT's embedding dropout
+    (``hidden_dropout_prob``) is applied by :class:`~mmllm_course.encoders.vit.ViT`.
     """
+    if not isinstance(hf_embeddings, nn.Module):
+        raise InputTypeError(f"expected a transformers ViTEmbeddings module (e.g. ViTModel(...).embeddings), got {describe(hf_embeddings)}")
     sd = hf_embeddings.state_dict()
     required = ["cls_token", "position_embeddings", "patch_embeddings.projection.weight"]
+    optional = ["patch_embeddings.projection.bias", "mask_token"]  # mask_token: only for masked inputs, not ported
     missing = [k for k in required if k not in sd]
-    if missing:
-        raise ValueError(f"not a ViTEmbeddings state dict: missing {missing}; found {sorted(sd)[:8]}")
+    unused = sorted(set(sd) - set(required) - set(optional))
+    if missing or unused:
+        raise ValueError(
+            f"not a ViTEmbeddings state dict: missing {missing}, unused {unused[:12]}; got a "
+            f"{type(hf_embeddings).__name__} (expected ViTModel(...).embeddings)"
+        )
     w = sd["patch_embeddings.projection.weight"]
     dim, c, p, _ = w.shape
     n = sd["position_embeddings"].shape[1] - 1

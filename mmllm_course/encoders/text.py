@@ -10,6 +10,10 @@ Why the end-of-text token: with a causal mask, token t sees tokens 0..t only, so
 the first position that has read the whole caption. Tokens after it (padding) change nothing
 before it, so padding needs no mask for the pooled vector; ``attention_mask`` (B, L), 1 = real
 token, 0 = padding, is still accepted and hides padded keys, as ``transformers`` does.
+
+Token ids of any integer dtype are accepted; ``attention_mask`` must be boolean or hold only 0 and 1.
+Dropout as in ``transformers``' CLIP: ``attention_dropout`` on the attention weights; ``dropout``
+on each sub-layer's output (0 for CLIP checkpoints, which have none). No dropout on the embeddings.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmllm_course.encoders.vit import _activation_from_hf, _resolve_hf_model
+from mmllm_course._checks import InputTypeError, check_dropout, check_int, check_number, check_tensor, describe, keep_mask
+from mmllm_course.encoders.vit import Plan, _activation_from_hf, _apply_plan, _dropout_from_hf, _load_exact, _resolve_hf_model
 from mmllm_course.nn.position import LearnedPositionEmbedding
 from mmllm_course.nn.transformer import ACTIVATIONS, TransformerBlock
 
@@ -38,9 +43,19 @@ class TextTransformerConfig:
     layer_norm_eps: float = 1e-5
     eos_token_id: int = 1  # end of text: the pooled position (first occurrence in each row)
     pad_token_id: int | None = 0  # what a tokenizer pads with; the model itself only reads attention_mask
-    dropout: float = 0.0
+    dropout: float = 0.0  # on each sub-layer's output
+    attention_dropout: float = 0.0  # on the attention weights (CLIP's attention_dropout)
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "dim", "num_heads", "mlp_dim"):
+            check_int(getattr(self, name), name)
+        check_int(self.depth, "depth", minimum=0)
+        check_number(self.layer_norm_eps, "layer_norm_eps", low=0.0, low_open=True)
+        check_dropout(self.dropout, "dropout")
+        check_dropout(self.attention_dropout, "attention_dropout")
+        check_int(self.eos_token_id, "eos_token_id", minimum=None)
+        if self.pad_token_id is not None:
+            check_int(self.pad_token_id, "pad_token_id", minimum=None)
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.activation not in ACTIVATIONS:
@@ -66,25 +81,31 @@ class TextTransformer(nn.Module):
 
     def __init__(self, config: TextTransformerConfig | None = None):
         super().__init__()
+        if config is not None and not isinstance(config, TextTransformerConfig):
+            raise InputTypeError(f"config must be a TextTransformerConfig or None, got {describe(config)}")
         self.config = config = config or TextTransformerConfig()
         self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.position_embedding = LearnedPositionEmbedding(config.context_length, config.dim)
         self.blocks = nn.ModuleList(
             TransformerBlock(config.dim, config.num_heads, hidden_dim=config.mlp_dim, activation=config.activation,
-                             layer_norm_eps=config.layer_norm_eps, dropout=config.dropout)
+                             layer_norm_eps=config.layer_norm_eps, dropout=config.dropout,
+                             attention_dropout=config.attention_dropout)
             for _ in range(config.depth)
         )
         self.norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
 
-    def _check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    def _check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Raise on bad input; return the attention mask as booleans (True = real token) or None."""
         c = self.config
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-            shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-            raise ValueError(f"input_ids must be a (B, L) tensor of token ids, got {shape}")
-        if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-            raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+        check_tensor(input_ids, "input_ids", "(B, L) of token ids")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be a (B, L) tensor of token ids, got {tuple(input_ids.shape)}")
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise InputTypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
         b, length = input_ids.shape
+        if b == 0 or length == 0:
+            raise ValueError(f"input_ids must hold at least one row of at least one token, got shape {tuple(input_ids.shape)}")
         if length > c.context_length:
             raise ValueError(f"text of {length} tokens is longer than context_length={c.context_length}")
         if input_ids.numel():
@@ -98,8 +119,12 @@ class TextTransformer(nn.Module):
                 f"every row needs an end-of-text token (eos_token_id={c.eos_token_id}) to pool at; "
                 f"rows {rows[:10]} of {b} have none"
             )
-        if attention_mask is not None and tuple(attention_mask.shape) != (b, length):
+        if attention_mask is None:
+            return None
+        check_tensor(attention_mask, "attention_mask", f"(B, L) = ({b}, {length})")
+        if tuple(attention_mask.shape) != (b, length):
             raise ValueError(f"attention_mask must be (B, L) = ({b}, {length}), got {tuple(attention_mask.shape)}")
+        return keep_mask(attention_mask, "attention_mask")
 
     def eos_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B,): index of the first ``eos_token_id`` in each row (argmax returns the first max)."""
@@ -113,7 +138,8 @@ class TextTransformer(nn.Module):
         output_attentions: bool = False,
     ) -> TextTransformerOutput:
         """input_ids: (B, L) ints in [0, V) with an eos in each row; attention_mask: (B, L), 1 = real token."""
-        self._check_inputs(input_ids, attention_mask)
+        attention_mask = self._check_inputs(input_ids, attention_mask)
+        input_ids = input_ids.long()  # nn.Embedding takes int64 (or int32) ids: any integer dtype is fine here
         x = self.position_embedding(self.token_embedding(input_ids))  # (B, L, D)
         hidden = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
@@ -142,6 +168,7 @@ def clip_text_config_from_hf(c: object) -> TextTransformerConfig:
     Legacy configs (``eos_token_id == 2``, e.g. the original openai checkpoints) make ``transformers``
     pool at ``argmax(input_ids)``, the highest id; CLIP's end-of-text token is the last id of its
     vocabulary, so we pool at the first ``vocab_size - 1``, which is the same position.
+    ``attention_dropout`` carries over; CLIP applies no other dropout, so ``dropout`` is 0.
     """
     eos = c.eos_token_id if c.eos_token_id != 2 else c.vocab_size - 1
     pad = c.pad_token_id if c.pad_token_id is not None and 0 <= c.pad_token_id < c.vocab_size else None
@@ -150,22 +177,23 @@ def clip_text_config_from_hf(c: object) -> TextTransformerConfig:
         depth=c.num_hidden_layers, num_heads=c.num_attention_heads, mlp_dim=c.intermediate_size,
         activation=_activation_from_hf(c.hidden_act), layer_norm_eps=c.layer_norm_eps,
         eos_token_id=eos, pad_token_id=pad,
+        dropout=0.0, attention_dropout=_dropout_from_hf(getattr(c, "attention_dropout", 0.0), "attention_dropout"),
     )
 
 
-def clip_text_state_dict(sd: dict[str, torch.Tensor], depth: int, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Rename a ``CLIPTextModel`` state dict (keys under ``prefix``) to our :class:`TextTransformer`'s names.
+def clip_text_plan(depth: int, prefix: str = "") -> Plan:
+    """Plan from a ``CLIPTextModel`` state dict (keys under ``prefix``) to our :class:`TextTransformer`'s names.
 
     Live 5.x names: ``embeddings.{token_embedding, position_embedding}.weight``,
     ``encoder.layers.i.{self_attn.{q,k,v,out}_proj, layer_norm1, layer_norm2, mlp.fc1, mlp.fc2}``,
     ``final_layer_norm``.
     """
     p = prefix
-    new = {
-        "token_embedding.weight": sd[f"{p}embeddings.token_embedding.weight"],
-        "position_embedding.weight": sd[f"{p}embeddings.position_embedding.weight"],
-        "norm.weight": sd[f"{p}final_layer_norm.weight"],
-        "norm.bias": sd[f"{p}final_layer_norm.bias"],
+    plan: Plan = {
+        "token_embedding.weight": (f"{p}embeddings.token_embedding.weight", None),
+        "position_embedding.weight": (f"{p}embeddings.position_embedding.weight", None),
+        "norm.weight": (f"{p}final_layer_norm.weight", None),
+        "norm.bias": (f"{p}final_layer_norm.bias", None),
     }
     names = {"attn.q_proj": "self_attn.q_proj", "attn.k_proj": "self_attn.k_proj", "attn.v_proj": "self_attn.v_proj",
              "attn.out_proj": "self_attn.out_proj", "ln1": "layer_norm1", "ln2": "layer_norm2",
@@ -173,18 +201,29 @@ def clip_text_state_dict(sd: dict[str, torch.Tensor], depth: int, prefix: str = 
     for i in range(depth):
         for ours, theirs in names.items():
             for kind in ("weight", "bias"):
-                new[f"blocks.{i}.{ours}.{kind}"] = sd[f"{p}encoder.layers.{i}.{theirs}.{kind}"]
-    return new
+                plan[f"blocks.{i}.{ours}.{kind}"] = (f"{p}encoder.layers.{i}.{theirs}.{kind}", None)
+    return plan
+
+
+def clip_text_state_dict(sd: dict[str, torch.Tensor], depth: int, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Rename a ``CLIPTextModel`` state dict (keys under ``prefix``) to our :class:`TextTransformer`'s names.
+
+    Only the keys under ``prefix`` are considered; a missing or unused one raises a ``ValueError``.
+    """
+    own = {k: v for k, v in sd.items() if k.startswith(prefix)}
+    return _apply_plan(own, clip_text_plan(depth, prefix), "a CLIP text tower")
 
 
 def clip_text_from_transformers(model_or_path: object) -> TextTransformer:
     """Our :class:`TextTransformer` holding the weights of a ``transformers`` ``CLIPTextModel`` (object or folder).
 
-    Also accepts a ``CLIPModel`` object (its ``text_model`` is used). Our ``pooled`` equals its ``pooler_output``.
+    Also accepts a ``CLIPModel`` (object or folder): its ``text_model`` is used. Any other
+    ``model_type`` raises a ``ValueError`` listing the supported ones. Our ``pooled`` equals its ``pooler_output``.
     """
-    hf = _resolve_hf_model(model_or_path, "CLIPTextModel")
+    accepted = {"clip_text_model": "CLIPTextModel", "clip": "CLIPModel"}
+    hf = _resolve_hf_model(model_or_path, "clip_text_from_transformers", accepted, ignore=("text_projection.",))
     hf = getattr(hf, "text_model", hf)
     config = clip_text_config_from_hf(hf.config)
-    ours = TextTransformer(config)
-    ours.load_state_dict(clip_text_state_dict(hf.state_dict(), config.depth))
-    return ours.train(hf.training)
+    source = f"a {type(hf).__name__} (CLIP text tower)"
+    new = _apply_plan(hf.state_dict(), clip_text_plan(config.depth), source)
+    return _load_exact(TextTransformer(config), new, source).train(hf.training)

@@ -20,18 +20,33 @@ two families we load weights from:
 
 ``hidden_states`` holds L + 1 tensors (B, 1+N, D): the input of the first block (after
 ``pre_norm``), then the output of every block (before the final LayerNorm), as ``transformers`` does.
+
+Dropout as in ``transformers``' ViT: ``dropout`` (``hidden_dropout_prob``) on the embeddings and on
+each sub-layer's output, ``attention_dropout`` (``attention_probs_dropout_prob``) on the attention
+weights. Images of another floating dtype are cast to the parameter dtype (as ``ViTModel`` does).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from einops import rearrange
 from torch import nn
 
-from mmllm_course.encoders.patches import VisionEmbeddings
+from mmllm_course._checks import (
+    InputTypeError,
+    check_choice,
+    check_dropout,
+    check_int,
+    check_number,
+    describe,
+    to_module_dtype,
+)
+from mmllm_course.encoders.patches import VisionEmbeddings, check_image_size
 from mmllm_course.nn.transformer import ACTIVATIONS, TransformerBlock
 
 
@@ -53,13 +68,21 @@ class ViTConfig:
     layer_norm_eps: float = 1e-5
     position: str = "learned"  # "learned" | "sincos"
     patch_bias: bool = True  # CLIP's patch projection has no bias
-    dropout: float = 0.0
+    dropout: float = 0.0  # on the embeddings and each sub-layer's output (ViT's hidden_dropout_prob)
+    attention_dropout: float = 0.0  # on the attention weights (ViT's attention_probs_dropout_prob)
     # Per-channel (x - mean) / std applied to the images first, so the model takes pixels in [0, 1].
     # None (the default, as in transformers, whose image processors normalise instead) skips it.
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        self.image_size = check_image_size(self.image_size)
+        for name in ("patch_size", "in_channels", "dim", "num_heads", "mlp_dim"):
+            check_int(getattr(self, name), name)
+        check_int(self.depth, "depth", minimum=0)
+        check_number(self.layer_norm_eps, "layer_norm_eps", low=0.0, low_open=True)
+        check_dropout(self.dropout, "dropout")
+        check_dropout(self.attention_dropout, "attention_dropout")
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.image_size % self.patch_size:
@@ -70,13 +93,22 @@ class ViTConfig:
             ("activation", self.activation, ACTIVATIONS),
             ("position", self.position, ("learned", "sincos")),
         ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+            check_choice(value, name, allowed)
+        if self.position == "sincos" and self.dim % 4:
+            raise ValueError(f"position='sincos' needs dim divisible by 4, got dim={self.dim}")
 
         for name in ("pixel_mean", "pixel_std"):
             value = getattr(self, name)
-            if value is not None and len(value) != self.in_channels:
+            if value is None:
+                continue
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+                raise InputTypeError(f"{name} must be a tuple of {self.in_channels} numbers (one per channel), got {describe(value)}")
+            if len(value) != self.in_channels:
                 raise ValueError(f"{name} needs one value per channel ({self.in_channels}), got {value}")
+            numbers = tuple(check_number(v, f"{name}[{i}]") for i, v in enumerate(value))
+            if name == "pixel_std" and any(v <= 0 for v in numbers):
+                raise ValueError(f"pixel_std must be positive in every channel (images are divided by it), got {value}")
+            setattr(self, name, numbers)
         if (self.pixel_mean is None) != (self.pixel_std is None):
             raise ValueError("give both pixel_mean and pixel_std, or neither")
 
@@ -100,15 +132,19 @@ class ViT(nn.Module):
 
     def __init__(self, config: ViTConfig | None = None):
         super().__init__()
+        if config is not None and not isinstance(config, ViTConfig):
+            raise InputTypeError(f"config must be a ViTConfig or None, got {describe(config)}")
         self.config = config = config or ViTConfig()
         self.embeddings = VisionEmbeddings(
             config.image_size, config.patch_size, config.in_channels, config.dim,
             cls_token=True, position=config.position, patch_bias=config.patch_bias,
         )
+        self.embed_drop = nn.Dropout(config.dropout)  # ViT's embeddings.dropout
         self.pre_norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps) if config.pre_norm else nn.Identity()
         self.blocks = nn.ModuleList(
             TransformerBlock(config.dim, config.num_heads, hidden_dim=config.mlp_dim, activation=config.activation,
-                             layer_norm_eps=config.layer_norm_eps, dropout=config.dropout)
+                             layer_norm_eps=config.layer_norm_eps, dropout=config.dropout,
+                             attention_dropout=config.attention_dropout)
             for _ in range(config.depth)
         )
         self.norm = nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
@@ -122,11 +158,12 @@ class ViT(nn.Module):
         return x[:, 0] if self.config.pooling == "cls" else x[:, 1:].mean(dim=1)  # (B, 1+N, D) -> (B, D)
 
     def forward(self, images: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False) -> ViTOutput:
-        """images: (B, C, H, W) with C, H, W as in the config (ValueError otherwise)."""
+        """images: (B, C, H, W) floats with C, H, W as in the config (ValueError otherwise)."""
+        self.embeddings.patch_embedding.check_images(images)  # every size check before any arithmetic
+        images = to_module_dtype(images, self)  # the dtype rule: images follow the weights
         if self.pixel_mean is not None:
-            self.embeddings.patch_embedding.check_images(images)  # every size check before any arithmetic
             images = (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
-        x = self.pre_norm(self.embeddings(images))  # (B, 1+N, D)
+        x = self.pre_norm(self.embed_drop(self.embeddings(images)))  # (B, 1+N, D)
         hidden = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for block in self.blocks:
@@ -149,37 +186,156 @@ class ViT(nn.Module):
 
 
 # --- weights from transformers -------------------------------------------------------------------
+#
+# A converter must never return a model with weights it did not load. So each one
+#   1. checks the checkpoint's ``model_type`` (a folder's ``config.json`` is read BEFORE anything is
+#      loaded, so a saved CLIPModel folder is never opened as a freshly initialised ViTModel),
+#   2. maps names with a plan (ours <- theirs) and fails when a weight it needs is missing or a
+#      source weight is left unused (a few heads we deliberately do not port are named and skipped),
+#   3. compares shapes before ``load_state_dict``.
+
+# Every model_type this library converts, and the function that converts it.
+SUPPORTED_MODEL_TYPES: dict[str, str] = {
+    "vit": "vit_from_transformers",
+    "clip": "clip_from_transformers (one tower: clip_vision_from_transformers, clip_text_from_transformers)",
+    "clip_vision_model": "clip_vision_from_transformers",
+    "clip_text_model": "clip_text_from_transformers",
+}
 
 _HF_ACTIVATIONS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
 def _activation_from_hf(hidden_act: str) -> str:
-    if hidden_act not in _HF_ACTIVATIONS:
+    if not isinstance(hidden_act, str) or hidden_act not in _HF_ACTIVATIONS:
         raise ValueError(f"unsupported hidden_act {hidden_act!r}: expected one of {sorted(_HF_ACTIVATIONS)}")
     return _HF_ACTIVATIONS[hidden_act]
 
 
-def _resolve_hf_model(model_or_path: object, class_name: str) -> nn.Module:
-    """A model object is returned as is; a folder path (or hub name) is loaded with ``transformers.<class_name>``."""
+def _refuse_model_type(model_type: object, converter: str, accepted: dict[str, str], what: str) -> None:
+    if model_type in accepted:
+        return
+    supported = "; ".join(f"{t!r} -> {fn}" for t, fn in SUPPORTED_MODEL_TYPES.items())
+    raise ValueError(
+        f"{converter} converts model_type {sorted(accepted)}, got {what} with model_type {model_type!r}. "
+        f"This library converts only: {supported}. Other architectures (DeiT, DINOv2, SigLIP, ...) differ "
+        "in layers or weights and are not supported."
+    )
+
+
+def _folder_model_type(path: str) -> str | None:
+    """The ``model_type`` of a saved folder's ``config.json`` (or of a hub name, via ``AutoConfig``), read before loading."""
+    folder = Path(path)
+    if folder.is_dir():
+        config_file = folder / "config.json"
+        if not config_file.is_file():
+            raise ValueError(f"{path!r} is a folder without a config.json: expected a folder written by save_pretrained")
+        try:
+            return json.loads(config_file.read_text()).get("model_type")
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise ValueError(f"{config_file} is not a valid transformers config: {err}") from err
+    if os.path.isabs(path) or path.startswith((".", "~")) or folder.exists():
+        raise ValueError(f"{path!r} is not a folder: expected a folder written by save_pretrained (or a hub model name)")
+    import transformers  # lazy: importing transformers takes seconds
+
+    try:  # a hub name: transformers reads its config from the local cache or the network
+        return transformers.AutoConfig.from_pretrained(path).model_type
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"could not read a transformers checkpoint from {path!r}: it is not a local folder, and transformers "
+            f"could not load a config by that name (offline, or no such model). Original error: {err}"
+        ) from err
+
+
+def _resolve_hf_model(
+    model_or_path: object, converter: str, accepted: dict[str, str], ignore: tuple[str, ...] = ()
+) -> nn.Module:
+    """The ``transformers`` model to convert: an object is checked, a folder (or hub name) checked then loaded.
+
+    ``accepted`` maps each allowed ``model_type`` to the ``transformers`` class that loads a folder of
+    that type. Loading reports missing, unexpected and mismatched weights; any of them (except names
+    starting with ``ignore``: heads we do not port) raises instead of leaving random weights behind.
+    """
     if isinstance(model_or_path, (str, os.PathLike)):
+        path = os.fspath(model_or_path)
+        model_type = _folder_model_type(path)
+        _refuse_model_type(model_type, converter, accepted, f"the checkpoint {path!r}")
         import transformers  # lazy: importing transformers takes seconds
 
-        return getattr(transformers, class_name).from_pretrained(str(model_or_path))
+        hf, info = getattr(transformers, accepted[model_type]).from_pretrained(path, output_loading_info=True)
+        problems = {
+            kind: sorted(k for k in info.get(kind, ()) if not str(k).startswith(ignore))
+            for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
+        if any(problems.values()):
+            listed = "; ".join(f"{kind.replace('_', ' ')}: {keys[:12]}" for kind, keys in problems.items() if keys)
+            raise ValueError(f"the checkpoint {path!r} does not hold exactly the weights of a {accepted[model_type]}: {listed}")
+        return hf
     if not isinstance(model_or_path, nn.Module):
-        raise ValueError(f"expected a transformers {class_name} or a folder path, got {type(model_or_path).__name__}")
+        raise InputTypeError(
+            f"{converter} expects a transformers model (types {sorted(accepted)}) or the path of a folder saved "
+            f"with save_pretrained, got {describe(model_or_path)}"
+        )
+    model_type = getattr(getattr(model_or_path, "config", None), "model_type", None)
+    _refuse_model_type(model_type, converter, accepted, f"a {type(model_or_path).__name__}")
     return model_or_path
 
 
-def _block_state(sd: dict[str, torch.Tensor], src: str, names: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Map one HF layer (prefix ``src``) onto a :class:`TransformerBlock`; ``names`` maps ours -> theirs.
+# A plan maps each of our names to (their name, transform or None); an optional entry also has a default.
+Plan = dict[str, tuple]
 
-    A missing q/k/v bias (ViT with ``qkv_bias=False``) becomes zeros, which computes the same thing.
+
+def _apply_plan(sd: dict[str, torch.Tensor], plan: Plan, source: str, ignore: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Our state dict from theirs; a ValueError listing every missing weight and every source weight left unused."""
+    missing = [theirs for theirs, *rest in plan.values() if theirs not in sd and len(rest) < 2]
+    used = {theirs for theirs, *_ in plan.values()}
+    unused = sorted(k for k in sd if k not in used and not k.startswith(ignore))
+    if missing or unused:
+        raise ValueError(
+            f"cannot convert {source} exactly: missing weights {missing[:12]}{' ...' if len(missing) > 12 else ''}, "
+            f"unused source weights {unused[:12]}{' ...' if len(unused) > 12 else ''}"
+        )
+    new = {}
+    for ours, (theirs, transform, *default) in plan.items():
+        value = sd[theirs] if theirs in sd else default[0]()
+        new[ours] = transform(value) if transform is not None else value
+    return new
+
+
+def _load_exact(ours: nn.Module, new: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """``load_state_dict`` after comparing names and shapes, with a ValueError that lists every difference."""
+    expected = ours.state_dict()
+    missing, extra = sorted(set(expected) - set(new)), sorted(set(new) - set(expected))
+    shapes = [f"{k}: ours {tuple(expected[k].shape)}, theirs {tuple(new[k].shape)}"
+              for k in expected if k in new and expected[k].shape != new[k].shape]
+    if missing or extra or shapes:
+        raise ValueError(f"cannot load {source} into {type(ours).__name__}: missing {missing[:12]}, extra {extra[:12]}, shapes {shapes[:6]}")
+    ours.load_state_dict(new)
+    return ours
+
+
+def _block_plan(src: str, dst: str, names: dict[str, str], optional_bias: bool = False) -> Plan:
+    """Plan for one HF layer (prefix ``src``) onto a :class:`TransformerBlock` (prefix ``dst``); ``names`` maps ours -> theirs.
+
+    With ``optional_bias``, a missing q/k/v bias (ViT's ``qkv_bias=False``) becomes zeros, which computes the same thing.
     """
-    out = {}
+    plan: Plan = {}
     for ours, theirs in names.items():
-        out[f"{ours}.weight"] = sd[f"{src}{theirs}.weight"]
-        out[f"{ours}.bias"] = sd.get(f"{src}{theirs}.bias", torch.zeros(sd[f"{src}{theirs}.weight"].shape[0]))
-    return out
+        weight = f"{src}{theirs}.weight"
+        plan[f"{dst}{ours}.weight"] = (weight, None)
+        if optional_bias and ours in ("attn.q_proj", "attn.k_proj", "attn.v_proj"):
+            plan[f"{dst}{ours}.bias"] = (f"{src}{theirs}.bias", None, lambda: None)
+        else:
+            plan[f"{dst}{ours}.bias"] = (f"{src}{theirs}.bias", None)
+    return plan
+
+
+def _zeros_for_missing_biases(new: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace the ``None`` of an absent bias by zeros the size of its weight's output."""
+    for k, v in list(new.items()):
+        if v is None and k.endswith(".bias"):
+            weight = new[k[: -len("bias")] + "weight"]
+            new[k] = torch.zeros(weight.shape[0], dtype=weight.dtype)
+    return new
 
 
 def _conv_to_linear(weight: torch.Tensor) -> torch.Tensor:
@@ -187,15 +343,26 @@ def _conv_to_linear(weight: torch.Tensor) -> torch.Tensor:
     return rearrange(weight, "d c p1 p2 -> d (p1 p2 c)")
 
 
+def _dropout_from_hf(value: object, name: str) -> float:
+    return check_dropout(float(value or 0.0), name)
+
+
+_VIT_HEADS = ("pooler.", "embeddings.mask_token", "classifier.")  # not ported: dense+tanh pooler, MIM mask token, class head
+
+
 def vit_from_transformers(model_or_path: object) -> ViT:
     """Our :class:`ViT` holding the weights of a ``transformers`` ``ViTModel`` (object or saved folder).
 
+    Accepts ``model_type == "vit"`` only (``ViTModel``, ``ViTForImageClassification``); anything
+    else (a CLIP, DeiT, DINOv2, SigLIP checkpoint...) raises a ``ValueError`` naming what came and
+    what is supported, and so does a checkpoint with a missing or an unused weight.
     Live 5.x names: ``embeddings.{cls_token, position_embeddings, patch_embeddings.projection}``,
     ``layers.i.attention.{q,k,v,o}_proj``, ``layers.i.{layernorm_before, layernorm_after}``,
     ``layers.i.mlp.{fc1, fc2}``, ``layernorm``. The ``pooler`` (dense + tanh) is not ported:
-    our ``pooled`` is the normalised [CLS] token (``last_hidden_state[:, 0]``).
+    our ``pooled`` is the normalised [CLS] token (``last_hidden_state[:, 0]``). Dropout carries over:
+    ``hidden_dropout_prob`` -> ``dropout``, ``attention_probs_dropout_prob`` -> ``attention_dropout``.
     """
-    hf = _resolve_hf_model(model_or_path, "ViTModel")
+    hf = _resolve_hf_model(model_or_path, "vit_from_transformers", {"vit": "ViTModel"}, ignore=_VIT_HEADS)
     hf = getattr(hf, "vit", hf)  # ViTForImageClassification wraps a ViTModel
     c = hf.config
     config = ViTConfig(
@@ -203,69 +370,85 @@ def vit_from_transformers(model_or_path: object) -> ViT:
         depth=c.num_hidden_layers, num_heads=c.num_attention_heads, mlp_dim=c.intermediate_size,
         pooling="cls", pre_norm=False, final_norm="tokens", activation=_activation_from_hf(c.hidden_act),
         layer_norm_eps=c.layer_norm_eps, position="learned", patch_bias=True,
+        dropout=_dropout_from_hf(c.hidden_dropout_prob, "hidden_dropout_prob"),
+        attention_dropout=_dropout_from_hf(c.attention_probs_dropout_prob, "attention_probs_dropout_prob"),
     )
-    sd = hf.state_dict()
-    new = {
-        "embeddings.cls_token": sd["embeddings.cls_token"],
-        "embeddings.position_embedding": sd["embeddings.position_embeddings"],
-        "embeddings.patch_embedding.proj.weight": _conv_to_linear(sd["embeddings.patch_embeddings.projection.weight"]),
-        "embeddings.patch_embedding.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
-        "norm.weight": sd["layernorm.weight"],
-        "norm.bias": sd["layernorm.bias"],
+    plan: Plan = {
+        "embeddings.cls_token": ("embeddings.cls_token", None),
+        "embeddings.position_embedding": ("embeddings.position_embeddings", None),
+        "embeddings.patch_embedding.proj.weight": ("embeddings.patch_embeddings.projection.weight", _conv_to_linear),
+        "embeddings.patch_embedding.proj.bias": ("embeddings.patch_embeddings.projection.bias", None),
+        "norm.weight": ("layernorm.weight", None),
+        "norm.bias": ("layernorm.bias", None),
     }
     names = {"attn.q_proj": "attention.q_proj", "attn.k_proj": "attention.k_proj", "attn.v_proj": "attention.v_proj",
              "attn.out_proj": "attention.o_proj", "ln1": "layernorm_before", "ln2": "layernorm_after",
              "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
     for i in range(config.depth):
-        for k, v in _block_state(sd, f"layers.{i}.", names).items():
-            new[f"blocks.{i}.{k}"] = v
-    ours = ViT(config)
-    ours.load_state_dict(new)  # strict: a name we forgot to map fails here
-    return ours.train(hf.training)
+        plan.update(_block_plan(f"layers.{i}.", f"blocks.{i}.", names, optional_bias=True))
+    source = f"a {type(hf).__name__} (model_type 'vit')"
+    new = _zeros_for_missing_biases(_apply_plan(hf.state_dict(), plan, source, ignore=_VIT_HEADS))
+    return _load_exact(ViT(config), new, source).train(hf.training)
 
 
-def clip_vision_state_dict(sd: dict[str, torch.Tensor], depth: int, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Rename a ``CLIPVisionModel`` state dict (keys under ``prefix``) to our :class:`ViT`'s names."""
+def clip_vision_plan(depth: int, prefix: str = "") -> Plan:
+    """Plan from a ``CLIPVisionModel`` state dict (keys under ``prefix``) to our :class:`ViT`'s names."""
     p = prefix
-    new = {
-        "embeddings.cls_token": sd[f"{p}embeddings.class_embedding"][None, None, :],  # (D,) -> (1, 1, D)
-        "embeddings.position_embedding": sd[f"{p}embeddings.position_embedding.weight"][None],  # (1+N, D) -> (1, 1+N, D)
-        "embeddings.patch_embedding.proj.weight": _conv_to_linear(sd[f"{p}embeddings.patch_embedding.weight"]),
-        "pre_norm.weight": sd[f"{p}pre_layrnorm.weight"],
-        "pre_norm.bias": sd[f"{p}pre_layrnorm.bias"],
-        "norm.weight": sd[f"{p}post_layernorm.weight"],
-        "norm.bias": sd[f"{p}post_layernorm.bias"],
+    plan: Plan = {
+        "embeddings.cls_token": (f"{p}embeddings.class_embedding", lambda t: t[None, None, :]),  # (D,) -> (1, 1, D)
+        "embeddings.position_embedding": (f"{p}embeddings.position_embedding.weight", lambda t: t[None]),  # (1+N, D) -> (1, 1+N, D)
+        "embeddings.patch_embedding.proj.weight": (f"{p}embeddings.patch_embedding.weight", _conv_to_linear),
+        "pre_norm.weight": (f"{p}pre_layrnorm.weight", None),
+        "pre_norm.bias": (f"{p}pre_layrnorm.bias", None),
+        "norm.weight": (f"{p}post_layernorm.weight", None),
+        "norm.bias": (f"{p}post_layernorm.bias", None),
     }
     names = {"attn.q_proj": "self_attn.q_proj", "attn.k_proj": "self_attn.k_proj", "attn.v_proj": "self_attn.v_proj",
              "attn.out_proj": "self_attn.out_proj", "ln1": "layer_norm1", "ln2": "layer_norm2",
              "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
     for i in range(depth):
-        for k, v in _block_state(sd, f"{p}encoder.layers.{i}.", names).items():
-            new[f"blocks.{i}.{k}"] = v
-    return new
+        plan.update(_block_plan(f"{p}encoder.layers.{i}.", f"blocks.{i}.", names))
+    return plan
+
+
+def clip_vision_state_dict(sd: dict[str, torch.Tensor], depth: int, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Rename a ``CLIPVisionModel`` state dict (keys under ``prefix``) to our :class:`ViT`'s names.
+
+    Only the keys under ``prefix`` are considered; a missing one raises a ``ValueError``.
+    """
+    own = {k: v for k, v in sd.items() if k.startswith(prefix)}
+    return _apply_plan(own, clip_vision_plan(depth, prefix), "a CLIP vision tower")
 
 
 def clip_vision_config_from_hf(c: object) -> ViTConfig:
-    """Our :class:`ViTConfig` for a ``transformers`` ``CLIPVisionConfig``."""
+    """Our :class:`ViTConfig` for a ``transformers`` ``CLIPVisionConfig``.
+
+    ``attention_dropout`` carries over; CLIP has no other dropout (``transformers``' CLIP applies
+    none to embeddings or sub-layer outputs), so ``dropout`` is 0.
+    """
     return ViTConfig(
         image_size=c.image_size, patch_size=c.patch_size, in_channels=c.num_channels, dim=c.hidden_size,
         depth=c.num_hidden_layers, num_heads=c.num_attention_heads, mlp_dim=c.intermediate_size,
         pooling="cls", pre_norm=True, final_norm="pooled", activation=_activation_from_hf(c.hidden_act),
         layer_norm_eps=c.layer_norm_eps, position="learned", patch_bias=False,
+        dropout=0.0, attention_dropout=_dropout_from_hf(getattr(c, "attention_dropout", 0.0), "attention_dropout"),
     )
 
 
 def clip_vision_from_transformers(model_or_path: object) -> ViT:
     """Our :class:`ViT` holding the weights of a ``transformers`` ``CLIPVisionModel`` (object or folder).
 
-    Also accepts a ``CLIPModel`` object (its ``vision_model`` is used). Live 5.x names:
+    Also accepts a ``CLIPModel`` (object or folder): its ``vision_model`` is used, the text tower
+    and projections are left aside. Any other ``model_type`` raises a ``ValueError`` that lists the
+    supported ones. Live 5.x names:
     ``embeddings.{class_embedding, patch_embedding, position_embedding}``, ``pre_layrnorm``,
     ``encoder.layers.i.{self_attn.{q,k,v,out}_proj, layer_norm1, layer_norm2, mlp.fc1, mlp.fc2}``,
     ``post_layernorm``. Our ``pooled`` equals CLIP's ``pooler_output``.
     """
-    hf = _resolve_hf_model(model_or_path, "CLIPVisionModel")
+    accepted = {"clip_vision_model": "CLIPVisionModel", "clip": "CLIPModel"}
+    hf = _resolve_hf_model(model_or_path, "clip_vision_from_transformers", accepted, ignore=("visual_projection.",))
     hf = getattr(hf, "vision_model", hf)
     config = clip_vision_config_from_hf(hf.config)
-    ours = ViT(config)
-    ours.load_state_dict(clip_vision_state_dict(hf.state_dict(), config.depth))
-    return ours.train(hf.training)
+    source = f"a {type(hf).__name__} (CLIP vision tower)"
+    new = _apply_plan(hf.state_dict(), clip_vision_plan(config.depth), source)
+    return _load_exact(ViT(config), new, source).train(hf.training)

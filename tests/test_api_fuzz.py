@@ -1,0 +1,838 @@
+"""Fuzz the public API: every name exported by the package's ``__init__`` files, fed bad input.
+
+The library's rule: a public entry point rejects bad input with a ``ValueError`` (a ``TypeError``
+for the wrong type) raised by OUR code, naming what was expected and what came. Never an
+``AttributeError``, ``RuntimeError``, ``ZeroDivisionError``, ``IndexError`` or ``KeyError``, never
+an error raised deep inside torch, and never silent success on input that is clearly wrong.
+
+``REGISTRY`` says, for every exported name, how to call it correctly (one or more :class:`Call`)
+and which extra bad calls must fail. From each good call the fuzzer derives bad ones by itself:
+
+* a tensor argument becomes None (unless None is its default), a list, a numpy array, a str
+  (a ``TypeError`` is required), gets one dim more or one less (an error is required unless the
+  argument is ``rank_free``), another dtype or an empty batch (an error or a result without NaN);
+* an int argument becomes 0 and -1 (a ``ValueError`` unless ``zero_ok`` / ``negative_ok``),
+  2.5 and "3" (a ``TypeError`` unless the argument also takes names, ``str_ok``);
+* a float argument becomes NaN and "abc" (an error is required) and -1.0 (unless ``negative_ok``);
+* any other argument (a model, a config, a list) becomes None, "abc" (or ``str_value``) and 5.
+
+A new exported name without an entry here fails ``test_every_exported_name_has_a_fuzz_spec``:
+each chapter that exports something adds how to call it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import inspect
+import math
+import os
+import pkgutil
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import mmllm_course
+from mmllm_course import get_device, seed_everything
+from mmllm_course.bridges import (
+    Bridge,
+    LinearBridge,
+    LinearBridgeConfig,
+    MLPBridge,
+    MLPBridgeConfig,
+    PerceiverResamplerBridge,
+    PerceiverResamplerBridgeConfig,
+    QFormerBridge,
+    QFormerBridgeConfig,
+    TokenMergeBridge,
+    TokenMergeBridgeConfig,
+    make_bridge,
+    mlp_bridge_from_transformers,
+    perceiver_resampler_bridge_from_transformers,
+    pixel_shuffle,
+    qformer_bridge_from_transformers,
+    token_merge_bridge_from_transformers,
+)
+from mmllm_course.data import (
+    ShapesBatch,
+    ShapesDataset,
+    ShapesWorldConfig,
+    all_caption_classes,
+    caption_class_index,
+    caption_for,
+    collate_shapes,
+    color_shape_classes,
+    color_shape_index,
+    default_corpus,
+    generate_shapes,
+    load_sample_image,
+    questions_for,
+    scene_caption,
+    shapes_tokenizer,
+    train_bpe_tokenizer,
+)
+from mmllm_course.encoders import (
+    CLIP,
+    CLIPConfig,
+    PatchEmbedding,
+    TextTransformer,
+    TextTransformerConfig,
+    TextTransformerOutput,
+    ViT,
+    ViTConfig,
+    ViTOutput,
+    VisionEmbeddings,
+    clip_from_transformers,
+    clip_loss,
+    clip_text_from_transformers,
+    clip_vision_from_transformers,
+    load_pretrained_clip,
+    patchify,
+    retrieval_recall_at_k,
+    unpatchify,
+    vision_embeddings_from_vit,
+    vit_from_transformers,
+    zero_shot_classifier,
+    zero_shot_predict,
+)
+from mmllm_course.nn import (
+    MLP,
+    LearnedPositionEmbedding,
+    MultiHeadAttention,
+    QuickGELU,
+    TransformerBlock,
+    attention_from_clip,
+    causal_mask,
+    make_activation,
+    merge_heads,
+    scaled_dot_product_attention,
+    sincos_1d_position_embedding,
+    sincos_2d_position_embedding,
+    split_heads,
+)
+
+LIBRARY_DIR = os.path.dirname(os.path.abspath(mmllm_course.__file__)) + os.sep
+NOT_LIBRARY_API = ("mmllm_course.grading", "mmllm_course.viz")  # the checker and the figures, not model code
+CONSTANT = "constant"  # a registry value for exported data (tuples, dicts, strings)
+MISSING_FOLDER = "/no/such/folder/anywhere"
+
+
+@dataclass
+class Call:
+    """One correct call of ``fn``; the fuzzer derives the bad calls from it."""
+
+    fn: Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    zero_ok: frozenset = frozenset()  # int arguments for which 0 is valid
+    negative_ok: frozenset = frozenset()  # int / float arguments for which -1 is valid
+    rank_free: frozenset = frozenset()  # tensor arguments whose number of dims may vary
+    str_ok: frozenset = frozenset()  # int arguments that also take names (a wrong str is then a ValueError)
+    fixed: frozenset = frozenset()  # arguments the fuzzer leaves alone
+    str_value: str = "abc"  # the str that replaces an object argument (a converter gets a missing folder)
+    run_good: bool = True  # False when the correct call is slow or needs the network
+
+
+@dataclass
+class Spec:
+    calls: Callable[[], list[Call]]  # built lazily: fresh modules per test
+    bad: Callable[[], list[tuple[str, Callable[[], Any]]]] = lambda: []  # extra calls that must fail
+    mutate: bool = True  # False for plain output containers (dataclasses that hold tensors)
+    allowed: tuple[type[BaseException], ...] = ()  # extra exception types the bad list may raise (IndexError for __getitem__)
+
+
+def _fs(*names: str) -> frozenset:
+    return frozenset(names)
+
+
+# --------------------------------------------------------------------------------------- inputs
+
+
+def _g() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def _rand(*shape: int) -> torch.Tensor:
+    return torch.rand(*shape, generator=_g())
+
+
+def _ids(b: int = 2, length: int = 8, vocab: int = 100, eos: int = 1) -> torch.Tensor:
+    ids = torch.randint(2, vocab, (b, length), generator=_g())
+    ids[:, length - 2] = eos
+    return ids
+
+
+def _mask(b: int = 2, length: int = 8) -> torch.Tensor:
+    mask = torch.ones(b, length, dtype=torch.long)
+    mask[:, -1] = 0
+    return mask
+
+
+@functools.lru_cache(maxsize=None)
+def _hf() -> dict[str, torch.nn.Module]:
+    """Tiny random transformers models (built once; transformers is imported only by the cases that need it)."""
+    transformers = pytest.importorskip("transformers")
+    t = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    i = dict(image_size=32, patch_size=8)
+    text = dict(t, vocab_size=100, max_position_embeddings=16, eos_token_id=99)
+    torch.manual_seed(0)
+    clip = transformers.CLIPModel(transformers.CLIPConfig(vision_config=dict(t, **i), text_config=text, projection_dim=16))
+    return {
+        "vit": transformers.ViTModel(transformers.ViTConfig(**t, **i), add_pooling_layer=False).eval(),
+        "clip": clip.eval(),
+        "clip_vision": transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**t, **i)).eval(),
+        "clip_text": transformers.CLIPTextModel(transformers.CLIPTextConfig(**text)).eval(),
+    }
+
+
+def _clip_attention() -> torch.nn.Module:
+    from transformers import CLIPVisionConfig
+    from transformers.models.clip.modeling_clip import CLIPAttention
+
+    return CLIPAttention(CLIPVisionConfig(hidden_size=32, num_attention_heads=4)).eval()
+
+
+def _clip() -> CLIP:
+    torch.manual_seed(0)
+    return CLIP().eval()
+
+
+def _batch() -> ShapesBatch:
+    return generate_shapes(4, seed=0)
+
+
+# ------------------------------------------------------------------------------------- registry
+
+REGISTRY: dict[str, Spec | str] = {
+    # ---- mmllm_course
+    "__version__": CONSTANT,
+    "get_device": Spec(
+        lambda: [Call(get_device, ("cpu",))],
+        lambda: [("gpu", lambda: get_device("gpu")), ("int", lambda: get_device(5)), ("cuda:x", lambda: get_device("cuda:x"))],
+    ),
+    "seed_everything": Spec(
+        lambda: [Call(seed_everything, (3,), zero_ok=_fs("seed"))],
+        lambda: [("2**40", lambda: seed_everything(2**40))],
+    ),
+    # ---- mmllm_course.nn
+    "LearnedPositionEmbedding": Spec(
+        lambda: [
+            Call(LearnedPositionEmbedding, kwargs=dict(num_positions=8, dim=16, init_std=0.02), zero_ok=_fs("init_std")),
+            Call(LearnedPositionEmbedding(8, 16), (_rand(2, 5, 16),)),
+        ],
+        lambda: [("9 tokens for 8 positions", lambda: LearnedPositionEmbedding(8, 16)(_rand(2, 9, 16))),
+                 ("width 12", lambda: LearnedPositionEmbedding(8, 16)(_rand(2, 5, 12)))],
+    ),
+    "MLP": Spec(
+        lambda: [
+            Call(MLP, kwargs=dict(dim=16, hidden_dim=32, activation="gelu", dropout=0.1), zero_ok=_fs("dropout")),
+            Call(MLP(16, 32), (_rand(2, 5, 16),), rank_free=_fs("x")),
+        ],
+        lambda: [("width 12", lambda: MLP(16, 32)(_rand(2, 5, 12))), ("activation", lambda: MLP(16, 32, activation="relu6"))],
+    ),
+    "MultiHeadAttention": Spec(
+        lambda: [
+            Call(MultiHeadAttention, kwargs=dict(dim=16, num_heads=4, kv_dim=8, dropout=0.1), zero_ok=_fs("dropout")),
+            Call(MultiHeadAttention(16, 4, kv_dim=8), (_rand(2, 5, 16),),
+                 dict(context=_rand(2, 3, 8), key_padding_mask=_mask(2, 3), return_weights=True)),
+            Call(MultiHeadAttention(16, 4), (_rand(2, 5, 16),), dict(causal=True)),
+        ],
+        lambda: [
+            ("mask with a 2", lambda: MultiHeadAttention(16, 4)(_rand(2, 3, 16), key_padding_mask=torch.tensor([[1, 2, 1], [1, 1, 0]]))),
+            ("additive float padding mask", lambda: MultiHeadAttention(16, 4)(
+                _rand(2, 3, 16), key_padding_mask=torch.tensor([[0.0, -math.inf, 0.0], [0.0, 0.0, 0.0]]))),
+            ("width 12", lambda: MultiHeadAttention(16, 4)(_rand(2, 5, 12))),
+            ("dim not divisible", lambda: MultiHeadAttention(10, 4)),
+        ],
+    ),
+    "QuickGELU": Spec(lambda: [Call(QuickGELU(), (_rand(2, 3),), rank_free=_fs("x"))]),
+    "TransformerBlock": Spec(
+        lambda: [
+            Call(TransformerBlock, kwargs=dict(dim=16, num_heads=4, mlp_ratio=2.0, layer_norm_eps=1e-5, dropout=0.1,
+                                               attention_dropout=0.1), zero_ok=_fs("dropout", "attention_dropout")),
+            Call(TransformerBlock(16, 4), (_rand(2, 5, 16),), dict(key_padding_mask=_mask(2, 5), causal=True, return_weights=True)),
+        ],
+        lambda: [("width 12", lambda: TransformerBlock(16, 4)(_rand(2, 5, 12))),
+                 ("hidden_dim 0", lambda: TransformerBlock(16, 4, hidden_dim=0))],
+    ),
+    "attention_from_clip": Spec(
+        lambda: [Call(attention_from_clip, (_clip_attention(),))],
+        lambda: [("a Linear", lambda: attention_from_clip(torch.nn.Linear(2, 2))),
+                 ("a ViT attention", lambda: attention_from_clip(_hf()["vit"].layers[0].attention))],
+    ),
+    "causal_mask": Spec(lambda: [Call(causal_mask, (4, 6))]),
+    "make_activation": Spec(
+        lambda: [Call(make_activation, ("quick_gelu",))],
+        lambda: [("relu6", lambda: make_activation("relu6")), ("None", lambda: make_activation(None))],
+    ),
+    "merge_heads": Spec(lambda: [Call(merge_heads, (_rand(2, 4, 5, 3),))]),
+    "scaled_dot_product_attention": Spec(
+        lambda: [
+            Call(scaled_dot_product_attention, (_rand(2, 3, 5, 4), _rand(2, 3, 6, 4), _rand(2, 3, 6, 4)),
+                 dict(attn_mask=torch.ones(5, 6, dtype=torch.long), return_weights=True), rank_free=_fs("attn_mask")),
+            Call(scaled_dot_product_attention, (_rand(2, 3, 5, 4), _rand(2, 3, 6, 4), _rand(2, 3, 6, 4)),
+                 dict(attn_mask=torch.zeros(5, 6), is_causal=True, dropout_p=0.1), rank_free=_fs("attn_mask"), zero_ok=_fs("dropout_p")),
+        ],
+        lambda: [
+            ("int mask with a 2", lambda: scaled_dot_product_attention(
+                _rand(1, 1, 2, 4), _rand(1, 1, 2, 4), _rand(1, 1, 2, 4), attn_mask=torch.tensor([[1, 2], [1, 1]]), return_weights=True)),
+            ("int mask with a 2, fast path", lambda: scaled_dot_product_attention(
+                _rand(1, 1, 2, 4), _rand(1, 1, 2, 4), _rand(1, 1, 2, 4), attn_mask=torch.tensor([[1, 2], [1, 1]]))),
+            ("mixed dtypes", lambda: scaled_dot_product_attention(_rand(1, 1, 2, 4).double(), _rand(1, 1, 2, 4), _rand(1, 1, 2, 4))),
+            ("dropout 1.5", lambda: scaled_dot_product_attention(_rand(1, 1, 2, 4), _rand(1, 1, 2, 4), _rand(1, 1, 2, 4), dropout_p=1.5)),
+        ],
+    ),
+    "sincos_1d_position_embedding": Spec(
+        lambda: [Call(sincos_1d_position_embedding, (torch.arange(5), 8), dict(temperature=100.0))],
+        lambda: [("odd dim", lambda: sincos_1d_position_embedding(torch.arange(5), 7))],
+    ),
+    "sincos_2d_position_embedding": Spec(
+        lambda: [Call(sincos_2d_position_embedding, (2, 3, 8), dict(temperature=100.0))],
+        lambda: [("dim 6", lambda: sincos_2d_position_embedding(2, 2, 6))],
+    ),
+    "split_heads": Spec(
+        lambda: [Call(split_heads, (_rand(2, 5, 12), 4))],
+        lambda: [("5 heads for 12", lambda: split_heads(_rand(2, 5, 12), 5))],
+    ),
+    # ---- mmllm_course.encoders
+    "CLIP": Spec(
+        lambda: [
+            Call(CLIP, (CLIPConfig(),)),
+            Call(_clip(), (_rand(2, 3, 32, 32), _ids(2)), dict(attention_mask=_mask(2), paired=True)),
+            Call(_clip().encode_image, (_rand(2, 3, 32, 32),)),
+            Call(_clip().encode_text, (_ids(3),), dict(attention_mask=_mask(3))),
+        ],
+        lambda: [("paired 2 vs 3", lambda: _clip()(_rand(2, 3, 32, 32), _ids(3), paired=True)),
+                 ("a dict config", lambda: CLIP({"embed_dim": 8}))],
+    ),
+    "CLIPConfig": Spec(
+        lambda: [
+            Call(CLIPConfig, kwargs=dict(embed_dim=16, init_logit_scale=2.0, max_logit_scale=100.0), negative_ok=_fs("init_logit_scale")),
+            Call(CLIPConfig, kwargs=dict(vision=dict(dim=32, mlp_dim=64), text=dict(dim=32, mlp_dim=64))),
+        ],
+        lambda: [("a bad key in the vision dict", lambda: CLIPConfig(vision=dict(width=32))),
+                 ("dim 0 in the text dict", lambda: CLIPConfig(text=dict(dim=0)))],
+    ),
+    "PatchEmbedding": Spec(
+        lambda: [
+            Call(PatchEmbedding, kwargs=dict(image_size=16, patch_size=4, in_channels=3, dim=8)),
+            Call(PatchEmbedding, kwargs=dict(image_size=(16, 16), patch_size=4), fixed=_fs("image_size")),
+            Call(PatchEmbedding(16, 4, 3, 8), (_rand(2, 3, 16, 16),)),
+        ],
+        lambda: [("non-square", lambda: PatchEmbedding(image_size=(16, 24), patch_size=4)),
+                 ("uint8 images", lambda: PatchEmbedding(16, 4, 3, 8)(torch.zeros(1, 3, 16, 16, dtype=torch.uint8)))],
+    ),
+    "TextTransformer": Spec(
+        lambda: [
+            Call(TextTransformer, (TextTransformerConfig(),)),
+            Call(TextTransformer().eval(), (_ids(2),), dict(attention_mask=_mask(2), output_hidden_states=True, output_attentions=True)),
+        ],
+        lambda: [("mask with a 2", lambda: TextTransformer()(_ids(2), attention_mask=2 * _mask(2))),
+                 ("id 100", lambda: TextTransformer()(_ids(2) * 0 + 100))],
+    ),
+    "TextTransformerConfig": Spec(
+        lambda: [Call(TextTransformerConfig, kwargs=dict(
+            vocab_size=100, context_length=16, dim=32, depth=1, num_heads=4, mlp_dim=64, layer_norm_eps=1e-5,
+            eos_token_id=1, pad_token_id=0, dropout=0.1, attention_dropout=0.1),
+            zero_ok=_fs("depth", "eos_token_id", "pad_token_id", "dropout", "attention_dropout"))],
+        lambda: [("eos outside the vocabulary", lambda: TextTransformerConfig(eos_token_id=100)),
+                 ("dropout 1.5", lambda: TextTransformerConfig(dropout=1.5))],
+    ),
+    "TextTransformerOutput": Spec(lambda: [Call(TextTransformerOutput, (_rand(1, 2, 4), _rand(1, 4)))], mutate=False),
+    "ViT": Spec(
+        lambda: [
+            Call(ViT, (ViTConfig(dim=32, mlp_dim=64),)),
+            Call(ViT().eval(), (_rand(2, 3, 32, 32),), dict(output_hidden_states=True, output_attentions=True)),
+            Call(ViT(ViTConfig(pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.2, 0.2, 0.2))).eval(), (_rand(2, 3, 32, 32),)),
+        ],
+        lambda: [("16x16 images", lambda: ViT()(_rand(1, 3, 16, 16))), ("a dict config", lambda: ViT({"dim": 32}))],
+    ),
+    "ViTConfig": Spec(
+        lambda: [Call(ViTConfig, kwargs=dict(
+            image_size=32, patch_size=8, in_channels=3, dim=32, depth=1, num_heads=4, mlp_dim=64, layer_norm_eps=1e-5,
+            dropout=0.1, attention_dropout=0.1), zero_ok=_fs("depth", "dropout", "attention_dropout"))],
+        lambda: [
+            ("pixel_std with zeros", lambda: ViTConfig(pixel_mean=(0.0, 0.0, 0.0), pixel_std=(0.0, 0.0, 0.0))),
+            ("pixel_std of 2 channels", lambda: ViTConfig(pixel_mean=(0.0, 0.0), pixel_std=(1.0, 1.0))),
+            ("non-square image_size", lambda: ViTConfig(image_size=(32, 48))),
+            ("image_size not divisible", lambda: ViTConfig(image_size=30)),
+            ("sincos with dim 6", lambda: ViTConfig(dim=6, num_heads=2, position="sincos")),
+            ("pooling", lambda: ViTConfig(pooling="max")),
+        ],
+    ),
+    "ViTOutput": Spec(lambda: [Call(ViTOutput, (_rand(1, 5, 4), _rand(1, 4)))], mutate=False),
+    "VisionEmbeddings": Spec(
+        lambda: [
+            Call(VisionEmbeddings, kwargs=dict(image_size=16, patch_size=4, in_channels=3, dim=8)),
+            Call(VisionEmbeddings(16, 4, 3, 8, position="sincos"), (_rand(2, 3, 16, 16),)),
+        ],
+        lambda: [("position", lambda: VisionEmbeddings(position="rope")),
+                 ("sincos with dim 6", lambda: VisionEmbeddings(16, 4, 3, 6, position="sincos"))],
+    ),
+    "clip_from_transformers": Spec(
+        lambda: [Call(clip_from_transformers, (_hf()["clip"],), str_value=MISSING_FOLDER)],
+        lambda: [("a ViTModel", lambda: clip_from_transformers(_hf()["vit"])),
+                 ("a CLIPVisionModel", lambda: clip_from_transformers(_hf()["clip_vision"]))],
+    ),
+    "clip_loss": Spec(
+        lambda: [Call(clip_loss, (_rand(3, 3),))],
+        lambda: [("empty batch", lambda: clip_loss(torch.zeros(0, 0))), ("3x4", lambda: clip_loss(_rand(3, 4))),
+                 ("int logits", lambda: clip_loss(torch.ones(3, 3, dtype=torch.long)))],
+    ),
+    "clip_text_from_transformers": Spec(
+        lambda: [Call(clip_text_from_transformers, (_hf()["clip_text"],), str_value=MISSING_FOLDER),
+                 Call(clip_text_from_transformers, (_hf()["clip"],), str_value=MISSING_FOLDER)],
+        lambda: [("a ViTModel", lambda: clip_text_from_transformers(_hf()["vit"])),
+                 ("a CLIPVisionModel", lambda: clip_text_from_transformers(_hf()["clip_vision"]))],
+    ),
+    "clip_vision_from_transformers": Spec(
+        lambda: [Call(clip_vision_from_transformers, (_hf()["clip_vision"],), str_value=MISSING_FOLDER),
+                 Call(clip_vision_from_transformers, (_hf()["clip"],), str_value=MISSING_FOLDER)],
+        lambda: [("a ViTModel", lambda: clip_vision_from_transformers(_hf()["vit"])),
+                 ("a CLIPTextModel", lambda: clip_vision_from_transformers(_hf()["clip_text"]))],
+    ),
+    "load_pretrained_clip": Spec(
+        lambda: [Call(load_pretrained_clip, (MISSING_FOLDER,), run_good=False)],
+        lambda: [("None", lambda: load_pretrained_clip(None)), ("int", lambda: load_pretrained_clip(5)),
+                 ("missing folder", lambda: load_pretrained_clip(MISSING_FOLDER))],
+    ),
+    "patchify": Spec(
+        lambda: [Call(patchify, (_rand(2, 3, 8, 8), 4))],
+        lambda: [("10x8 image", lambda: patchify(_rand(1, 3, 10, 8), 4))],
+    ),
+    "retrieval_recall_at_k": Spec(
+        lambda: [Call(retrieval_recall_at_k, (_rand(4, 5), 2), dict(targets=torch.tensor([0, 1, 2, 4])))],
+        lambda: [("no queries", lambda: retrieval_recall_at_k(torch.zeros(0, 5), 1)),
+                 ("empty gallery", lambda: retrieval_recall_at_k(torch.zeros(3, 0), 1)),
+                 ("k > gallery", lambda: retrieval_recall_at_k(_rand(4, 5), 6)),
+                 ("target 5", lambda: retrieval_recall_at_k(_rand(4, 5), 1, torch.tensor([0, 1, 2, 5]))),
+                 ("float targets", lambda: retrieval_recall_at_k(_rand(4, 5), 1, torch.tensor([0.0, 1, 2, 3])))],
+    ),
+    "unpatchify": Spec(
+        lambda: [Call(unpatchify, (_rand(2, 6, 48), 4, 2, 3))],
+        lambda: [("5 patches for 2x3", lambda: unpatchify(_rand(2, 5, 48), 4, 2, 3))],
+    ),
+    "vision_embeddings_from_vit": Spec(
+        lambda: [Call(vision_embeddings_from_vit, (_hf()["vit"].embeddings,))],
+        lambda: [("a Linear", lambda: vision_embeddings_from_vit(torch.nn.Linear(2, 2))),
+                 ("a whole ViTModel", lambda: vision_embeddings_from_vit(_hf()["vit"])),
+                 ("CLIP's embeddings", lambda: vision_embeddings_from_vit(_hf()["clip"].vision_model.embeddings))],
+    ),
+    "vit_from_transformers": Spec(
+        lambda: [Call(vit_from_transformers, (_hf()["vit"],), str_value=MISSING_FOLDER)],
+        lambda: [("a CLIPModel", lambda: vit_from_transformers(_hf()["clip"])),
+                 ("a CLIPVisionModel", lambda: vit_from_transformers(_hf()["clip_vision"]))],
+    ),
+    "zero_shot_classifier": Spec(
+        lambda: [
+            Call(zero_shot_classifier, (_clip(), _ids(3)), dict(attention_mask=_mask(3))),
+            Call(zero_shot_classifier, (_clip(), _ids(6).view(3, 2, 8)), rank_free=_fs("class_prompt_ids")),  # (K, L) is valid too
+            Call(zero_shot_classifier, (_clip(), [_ids(2), _ids(1)[0]])),
+        ],
+        lambda: [("a list of ints", lambda: zero_shot_classifier(_clip(), [[1, 2], [3, 4]])),
+                 ("no classes", lambda: zero_shot_classifier(_clip(), [])),
+                 ("a ViT as model", lambda: zero_shot_classifier(ViT(), _ids(3)))],
+    ),
+    "zero_shot_predict": Spec(
+        lambda: [Call(zero_shot_predict, (_rand(4, 8), _rand(3, 8)))],
+        lambda: [("no classes", lambda: zero_shot_predict(_rand(4, 8), torch.zeros(0, 8))),
+                 ("E differs", lambda: zero_shot_predict(_rand(4, 8), _rand(3, 7)))],
+    ),
+    # ---- mmllm_course.data
+    "ANSWERS": CONSTANT, "ATTRIBUTES": CONSTANT, "BOS_TOKEN": CONSTANT, "COLORS": CONSTANT, "COLOR_RGB": CONSTANT,
+    "EOS_TOKEN": CONSTANT, "PAD_TOKEN": CONSTANT, "POSITIONS": CONSTANT, "SAMPLE_IMAGES": CONSTANT, "SHAPES": CONSTANT,
+    "SIZES": CONSTANT,
+    "ShapesBatch": Spec(
+        lambda: [
+            Call(_batch().__getitem__, (1,), zero_ok=_fs("index"), negative_ok=_fs("index")),
+            Call(_batch().__getitem__, ([0, 2],)),
+            Call(_batch().__getitem__, (slice(0, 2),)),
+            Call(_batch().color_shape_labels),
+        ],
+        lambda: [("index 4 of 4", lambda: _batch()[4]), ("index list with 9", lambda: _batch()[[0, 9]]),
+                 ("index list of str", lambda: _batch()[["a"]]), ("float index", lambda: _batch()[1.0])],
+        allowed=(IndexError,),  # the sequence protocol: an index out of range is an IndexError
+    ),
+    "ShapesDataset": Spec(
+        lambda: [
+            Call(ShapesDataset, (4,), dict(seed=0), zero_ok=_fs("seed")),
+            Call(ShapesDataset(4).__getitem__, (1,), zero_ok=_fs("i"), negative_ok=_fs("i")),
+        ],
+        lambda: [("index 4 of 4", lambda: ShapesDataset(4)[4]), ("str data", lambda: ShapesDataset("ten"))],
+        allowed=(IndexError,),
+    ),
+    "ShapesWorldConfig": Spec(
+        lambda: [Call(ShapesWorldConfig, kwargs=dict(
+            image_size=32, num_shapes=2, noise=0.04, background=0.5, background_jitter=0.05, color_jitter=0.06,
+            size_jitter=0.08, position_jitter=1.0),
+            zero_ok=_fs("noise", "background", "background_jitter", "color_jitter", "size_jitter", "position_jitter"))],
+        lambda: [("num_shapes 3", lambda: ShapesWorldConfig(num_shapes=3)), ("image size 33", lambda: ShapesWorldConfig(image_size=33))],
+    ),
+    "all_caption_classes": Spec(
+        lambda: [Call(all_caption_classes, ("a photo of {}",))],
+        lambda: [("int template", lambda: all_caption_classes(5)), ("no placeholder", lambda: all_caption_classes("x")),
+                 ("named placeholder", lambda: all_caption_classes("{name}"))],
+    ),
+    "caption_class_index": Spec(
+        lambda: [
+            Call(caption_class_index, kwargs=dict(shape=1, color=2, size=0, position=3), zero_ok=_fs("shape", "color", "size", "position")),
+            Call(caption_class_index, kwargs=dict(shape=torch.tensor([0, 4]), color=torch.tensor([3, 0]), size=torch.tensor([1, 0]),
+                                                  position=torch.tensor([0, 3])), rank_free=_fs("shape", "color", "size", "position")),
+        ],
+        lambda: [("shape 5", lambda: caption_class_index(shape=5, color=0, size=0, position=0)),
+                 ("position tensor with 4", lambda: caption_class_index(shape=0, color=0, size=0, position=torch.tensor([4])))],
+    ),
+    "caption_for": Spec(
+        lambda: [Call(caption_for, (0, 1, 1, 2), zero_ok=_fs("shape", "color", "size", "position"),
+                      str_ok=_fs("shape", "color", "size", "position"))],
+        lambda: [("hexagon", lambda: caption_for("hexagon", 0, 0, 0)), ("color 4", lambda: caption_for(0, 4, 0, 0))],
+    ),
+    "collate_shapes": Spec(
+        lambda: [Call(collate_shapes, ([ShapesDataset(2)[0], ShapesDataset(2)[1]],))],
+        lambda: [("empty", lambda: collate_shapes([])), ("list of ints", lambda: collate_shapes([1, 2]))],
+    ),
+    "color_shape_classes": Spec(
+        lambda: [Call(color_shape_classes, ("a photo of a {}",))],
+        lambda: [("int template", lambda: color_shape_classes(5)), ("no placeholder", lambda: color_shape_classes("x"))],
+    ),
+    "color_shape_index": Spec(
+        lambda: [
+            Call(color_shape_index, kwargs=dict(color=3, shape=4), zero_ok=_fs("color", "shape")),
+            Call(color_shape_index, kwargs=dict(color=torch.tensor([0, 3]), shape=torch.tensor([4, 0])), rank_free=_fs("color", "shape")),
+        ],
+        lambda: [("color 4", lambda: color_shape_index(color=4, shape=0)), ("shape 5", lambda: color_shape_index(color=0, shape=5)),
+                 ("color tensor with -1", lambda: color_shape_index(color=torch.tensor([-1]), shape=torch.tensor([0])))],
+    ),
+    "default_corpus": Spec(lambda: [Call(default_corpus)]),
+    "generate_shapes": Spec(
+        lambda: [Call(generate_shapes, (2,), dict(seed=0, config=ShapesWorldConfig()), zero_ok=_fs("seed"))],
+        lambda: [("dict config", lambda: generate_shapes(2, config={"image_size": 32}))],
+    ),
+    "load_sample_image": Spec(
+        lambda: [Call(load_sample_image, ("astronaut", 8), run_good=False)],  # skimage is slow to import
+        lambda: [("unknown name", lambda: load_sample_image("nope")), ("int name", lambda: load_sample_image(5))],
+    ),
+    "questions_for": Spec(
+        lambda: [Call(questions_for, ([[0, 1, 1, 2], [3, 0, 0, 1]],))],
+        lambda: [("position -1", lambda: questions_for([[0, 1, 1, -1]])), ("shape 9", lambda: questions_for([[9, 0, 0, 0]])),
+                 ("3 labels", lambda: questions_for([[0, 1, 1]]))],
+    ),
+    "scene_caption": Spec(
+        lambda: [Call(scene_caption, ([[0, 1, 1, 2]],))],
+        lambda: [("color 7", lambda: scene_caption([[0, 7, 0, 0]]))],
+    ),
+    "shapes_tokenizer": Spec(
+        lambda: [Call(shapes_tokenizer, (300,), dict(extra_special_tokens=["[IMG]"]), run_good=False)],  # trains a tokenizer
+        lambda: [("one str as extra tokens", lambda: shapes_tokenizer(300, extra_special_tokens="[IMG]"))],
+    ),
+    "train_bpe_tokenizer": Spec(
+        lambda: [Call(train_bpe_tokenizer, (["a b c", "a b"], 300), dict(min_frequency=2), run_good=False)],
+        lambda: [("one str as texts", lambda: train_bpe_tokenizer("a str")),
+                 ("one str as extra tokens", lambda: train_bpe_tokenizer(["a b"], 300, extra_special_tokens="[IMG]")),
+                 ("vocab too small", lambda: train_bpe_tokenizer(["a b"], 100))],
+    ),
+}
+
+
+# ---- mmllm_course.bridges
+
+@functools.lru_cache(maxsize=None)
+def _hf_bridges() -> dict[str, torch.nn.Module]:
+    """Tiny random references of the bridges (built once)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.idefics2.modeling_idefics2 import Idefics2PerceiverResampler
+
+    t = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    i = dict(image_size=32, patch_size=8)
+    llama = dict(model_type="llama", vocab_size=100, hidden_size=48, intermediate_size=64, num_hidden_layers=1,
+                 num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    llava = transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", **t, **i), text_config=llama, image_token_index=99))
+    blip2 = transformers.Blip2ForConditionalGeneration(transformers.Blip2Config(
+        vision_config=dict(t, **i), qformer_config=dict(t, vocab_size=100, cross_attention_frequency=1, encoder_hidden_size=32),
+        text_config=dict(model_type="opt", vocab_size=100, hidden_size=48, num_hidden_layers=1, ffn_dim=64,
+                         num_attention_heads=4, word_embed_proj_dim=48), num_query_tokens=8))
+    resampler = Idefics2PerceiverResampler(transformers.Idefics2PerceiverConfig(
+        hidden_size=32, resampler_n_latents=8, resampler_depth=1, resampler_n_heads=4, resampler_head_dim=8, num_key_value_heads=2))
+    idefics3 = transformers.Idefics3ForConditionalGeneration(transformers.Idefics3Config(
+        vision_config=dict(t, **i), text_config=llama, scale_factor=2))
+    return {"llava": llava.eval(), "blip2": blip2.eval(), "resampler": resampler.eval(), "idefics3": idefics3.eval()}
+
+
+def _bridge_calls(cls, config_cls, config_kwargs, config_zero_ok=frozenset()):
+    """A bridge's constructor, forward (with a padding mask), num_output_tokens and output_mask."""
+    def calls():
+        bridge = cls(config_cls()).eval()
+        return [
+            Call(cls, (config_cls(),)),
+            Call(config_cls, kwargs=config_kwargs, zero_ok=config_zero_ok),
+            Call(bridge, (_rand(2, 16, 64),), dict(mask=_mask(2, 16))),
+            Call(bridge.num_output_tokens, (16,)),
+            Call(bridge.output_mask, (_mask(2, 16),)),
+        ]
+    return calls
+
+
+def _bridge_bad(cls):
+    def bad():
+        bridge = cls().eval()
+        return [
+            ("width 32", lambda: bridge(_rand(2, 16, 32))),
+            ("mask with a 2", lambda: bridge(_rand(2, 3 * 3 * 4 // 4 * 4, 64), torch.full((2, 36), 2))),
+            ("mask (2, 15) for N=16", lambda: bridge(_rand(2, 16, 64), _mask(2, 15))),
+            ("float mask", lambda: bridge(_rand(2, 16, 64), torch.ones(2, 16))),
+            ("no tokens", lambda: bridge(_rand(2, 0, 64))),
+            ("a dict config", lambda: cls({"in_dim": 64})),
+        ]
+    return bad
+
+
+BRIDGE_REGISTRY: dict[str, Spec | str] = {
+    "BRIDGES": CONSTANT,
+    "Bridge": Spec(lambda: [Call(make_bridge("linear").num_output_tokens, (16,))]),
+    "LinearBridge": Spec(_bridge_calls(LinearBridge, LinearBridgeConfig, dict(in_dim=64, out_dim=32)), _bridge_bad(LinearBridge)),
+    "LinearBridgeConfig": Spec(lambda: [Call(LinearBridgeConfig, kwargs=dict(in_dim=64, out_dim=32, bias=False))],
+                               lambda: [("in_dim 64.0", lambda: LinearBridgeConfig(in_dim=64.0))]),
+    "MLPBridge": Spec(_bridge_calls(MLPBridge, MLPBridgeConfig, dict(in_dim=64, out_dim=32, hidden_dim=48, depth=3)),
+                      _bridge_bad(MLPBridge)),
+    "MLPBridgeConfig": Spec(lambda: [Call(MLPBridgeConfig, kwargs=dict(in_dim=64, out_dim=32, hidden_dim=48, depth=2))],
+                            lambda: [("relu", lambda: MLPBridgeConfig(activation="relu"))]),
+    "QFormerBridge": Spec(
+        lambda: _bridge_calls(QFormerBridge, QFormerBridgeConfig, dict(
+            in_dim=64, out_dim=32, dim=32, num_queries=4, depth=2, num_heads=4, mlp_dim=64, cross_attention_frequency=2,
+            layer_norm_eps=1e-6, dropout=0.1), frozenset({"dropout"}))()
+        + [Call(QFormerBridge().cross_attention_maps, (_rand(2, 16, 64),), dict(mask=_mask(2, 16)))],
+        _bridge_bad(QFormerBridge)),
+    "QFormerBridgeConfig": Spec(
+        lambda: [Call(QFormerBridgeConfig, kwargs=dict(num_queries=4, dropout=0.1, layer_norm_eps=1e-6), zero_ok=frozenset({"dropout"}))],
+        lambda: [("dim 30 for 4 heads", lambda: QFormerBridgeConfig(dim=30)), ("dropout 1", lambda: QFormerBridgeConfig(dropout=1.0))]),
+    "PerceiverResamplerBridge": Spec(
+        lambda: _bridge_calls(PerceiverResamplerBridge, PerceiverResamplerBridgeConfig, dict(
+            in_dim=64, out_dim=32, num_latents=4, depth=2, num_heads=4, head_dim=8, num_kv_heads=2, mlp_dim=64,
+            norm_eps=1e-6, dropout=0.1, input_mlp_dim=40), frozenset({"dropout"}))()
+        + [Call(PerceiverResamplerBridge().cross_attention_maps, (_rand(2, 16, 64),), dict(mask=_mask(2, 16)))],
+        _bridge_bad(PerceiverResamplerBridge)),
+    "PerceiverResamplerBridgeConfig": Spec(
+        lambda: [Call(PerceiverResamplerBridgeConfig, kwargs=dict(num_latents=4, num_kv_heads=2, norm_eps=1e-6))],
+        lambda: [("kv heads 3 of 4", lambda: PerceiverResamplerBridgeConfig(num_kv_heads=3)),
+                 ("norm batchnorm", lambda: PerceiverResamplerBridgeConfig(norm="batchnorm")),
+                 ("no projection 64 -> 128", lambda: PerceiverResamplerBridgeConfig(input_projection="none"))]),
+    "TokenMergeBridge": Spec(_bridge_calls(TokenMergeBridge, TokenMergeBridgeConfig, dict(in_dim=64, out_dim=32, ratio=2, depth=2, hidden_dim=40)),
+                             lambda: _bridge_bad(TokenMergeBridge)() + [
+                                 ("17 tokens", lambda: TokenMergeBridge()(_rand(2, 17, 64))),
+                                 ("5x5 grid, r=2", lambda: TokenMergeBridge()(_rand(2, 25, 64))),
+                                 ("K for N=12", lambda: TokenMergeBridge().num_output_tokens(12))]),
+    "TokenMergeBridgeConfig": Spec(lambda: [Call(TokenMergeBridgeConfig, kwargs=dict(in_dim=64, out_dim=32, ratio=3))]),
+    "make_bridge": Spec(
+        # **config is one dict to the fuzzer: left alone, its bad values are listed below
+        lambda: [Call(make_bridge, ("qformer",), dict(in_dim=32, num_queries=4), fixed=_fs("config")),
+                 Call(make_bridge, ("mlp",), dict(depth=3), fixed=_fs("config"))],
+        lambda: [("conv", lambda: make_bridge("conv")), ("int name", lambda: make_bridge(3)),
+                 ("unknown field", lambda: make_bridge("mlp", num_queries=4)), ("depth 0", lambda: make_bridge("mlp", depth=0)),
+                 ("in_dim 2.5", lambda: make_bridge("linear", in_dim=2.5)), ("ratio '2'", lambda: make_bridge("token_merge", ratio="2")),
+                 ("dropout nan", lambda: make_bridge("qformer", dropout=float("nan")))]),
+    "pixel_shuffle": Spec(
+        lambda: [Call(pixel_shuffle, (_rand(2, 16, 8), 2))],
+        lambda: [("N=12", lambda: pixel_shuffle(_rand(2, 12, 8), 2)), ("S=3, r=2", lambda: pixel_shuffle(_rand(2, 9, 8), 2))]),
+    "mlp_bridge_from_transformers": Spec(
+        lambda: [Call(mlp_bridge_from_transformers, (_hf_bridges()["llava"],), str_value=MISSING_FOLDER)],
+        lambda: [("a BLIP-2", lambda: mlp_bridge_from_transformers(_hf_bridges()["blip2"])),
+                 ("a Linear", lambda: mlp_bridge_from_transformers(torch.nn.Linear(2, 2)))]),
+    "qformer_bridge_from_transformers": Spec(
+        lambda: [Call(qformer_bridge_from_transformers, (_hf_bridges()["blip2"],), str_value=MISSING_FOLDER)],
+        lambda: [("a LLaVA", lambda: qformer_bridge_from_transformers(_hf_bridges()["llava"])),
+                 ("the bare Q-Former", lambda: qformer_bridge_from_transformers(_hf_bridges()["blip2"].qformer))]),
+    "perceiver_resampler_bridge_from_transformers": Spec(
+        lambda: [Call(perceiver_resampler_bridge_from_transformers, (_hf_bridges()["resampler"],), str_value=MISSING_FOLDER)],
+        lambda: [("an Idefics3", lambda: perceiver_resampler_bridge_from_transformers(_hf_bridges()["idefics3"]))]),
+    "token_merge_bridge_from_transformers": Spec(
+        lambda: [Call(token_merge_bridge_from_transformers, (_hf_bridges()["idefics3"],), str_value=MISSING_FOLDER),
+                 Call(token_merge_bridge_from_transformers, (_hf_bridges()["idefics3"].model.connector,), str_value=MISSING_FOLDER)],
+        lambda: [("a LLaVA", lambda: token_merge_bridge_from_transformers(_hf_bridges()["llava"])),
+                 ("a Linear", lambda: token_merge_bridge_from_transformers(torch.nn.Linear(2, 2)))]),
+}
+REGISTRY.update(BRIDGE_REGISTRY)
+
+
+# ---------------------------------------------------------------------------------------- engine
+
+
+def exported() -> dict[str, object]:
+    """Every name in ``__all__`` of mmllm_course and each of its subpackages (grading and viz aside)."""
+    names: dict[str, object] = {}
+    packages = ["mmllm_course"] + [
+        m.name for m in pkgutil.walk_packages(mmllm_course.__path__, "mmllm_course.")
+        if m.ispkg and not m.name.startswith(NOT_LIBRARY_API)
+    ]
+    for package in packages:
+        module = importlib.import_module(package)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if name in names and names[name] is not obj:
+                raise AssertionError(f"two different objects are exported as {name!r}: give them distinct names")
+            names[name] = obj
+    return names
+
+
+def _outcome(fn: Callable[[], Any]) -> tuple[str, BaseException | Any]:
+    try:
+        return "ok", fn()
+    except BaseException as err:  # noqa: BLE001 - classified by the caller
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        return "error", err
+
+
+def _raised_in_library(err: BaseException) -> tuple[bool, str]:
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    return bool(frames) and os.path.abspath(frames[-1].filename).startswith(LIBRARY_DIR), where
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if hasattr(value, "__dataclass_fields__"):
+        return [t for k in value.__dataclass_fields__ for t in _tensors(getattr(value, k))]
+    return []
+
+
+def _judge(label: str, fn: Callable[[], Any], must_fail: bool, want: type | None = None,
+           allowed: tuple[type[BaseException], ...] = ()) -> str | None:
+    """None when the call behaves; otherwise a line saying what went wrong."""
+    kind, result = _outcome(fn)
+    if kind == "ok":
+        if must_fail:
+            return f"{label}: no error (silent success on invalid input)"
+        bad = [t for t in _tensors(result) if t.is_floating_point() and not torch.isfinite(t).all()]
+        return f"{label}: returned NaN/inf instead of an error" if bad else None
+    err = result
+    if not isinstance(err, (ValueError, TypeError) + allowed):
+        return f"{label}: {type(err).__name__}: {str(err)[:200]}"
+    inside, where = _raised_in_library(err)
+    if not inside:
+        return f"{label}: {type(err).__name__} raised outside mmllm_course at {where}: {str(err)[:200]}"
+    if want is not None and not isinstance(err, want + allowed if isinstance(want, tuple) else (want, *allowed)):
+        return f"{label}: expected a {want.__name__}, got {type(err).__name__}: {str(err)[:200]}"
+    return None
+
+
+def _signature(fn: Callable) -> inspect.Signature:
+    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
+    return inspect.signature(target)
+
+
+def _variants(call: Call):
+    """(label, fn, must_fail, wanted type) for every automatic mutation of a good call."""
+    sig = _signature(call.fn)
+    bound = sig.bind(*call.args, **call.kwargs)
+
+    def with_value(name: str, value: Any) -> Callable[[], Any]:
+        def run():
+            b = copy.copy(bound)
+            b.arguments = dict(bound.arguments)
+            b.arguments[name] = value
+            return call.fn(*b.args, **b.kwargs)
+        return run
+
+    for name, value in bound.arguments.items():
+        if name in call.fixed:
+            continue
+        default = sig.parameters[name].default
+        if isinstance(value, torch.Tensor):
+            if default is not None:
+                yield f"{name}=None", with_value(name, None), True, TypeError
+            yield f"{name}=list", with_value(name, value.tolist()), True, TypeError
+            yield f"{name}=numpy", with_value(name, value.numpy()), True, TypeError
+            yield f"{name}='abc'", with_value(name, "abc"), True, TypeError
+            if name not in call.rank_free:
+                yield f"{name} with one more dim", with_value(name, value[None]), True, None
+                if value.dim() > 0:
+                    yield f"{name} with one dim less", with_value(name, value[0]), True, None
+            others = (torch.float64, torch.float16, torch.int64) if value.is_floating_point() else (torch.float32, torch.int32, torch.bool)
+            for dtype in others:
+                yield f"{name} as {dtype}", with_value(name, value.to(dtype)), False, None
+            if value.dim() > 0 and value.shape[0] > 0:
+                yield f"{name} with an empty batch", with_value(name, value[:0]), False, None
+        elif isinstance(value, bool) or value is None or isinstance(value, slice):
+            continue
+        elif isinstance(value, (int, np.integer)):
+            if name not in call.zero_ok:
+                yield f"{name}=0", with_value(name, 0), True, None
+            if name not in call.negative_ok:
+                yield f"{name}=-1", with_value(name, -1), True, None
+            yield f"{name}=2.5", with_value(name, 2.5), True, TypeError
+            yield f"{name}='3'", with_value(name, "3"), True, None if name in call.str_ok else TypeError
+        elif isinstance(value, float):
+            yield f"{name}=nan", with_value(name, math.nan), True, None
+            yield f"{name}='abc'", with_value(name, "abc"), True, TypeError
+            if name not in call.negative_ok:
+                yield f"{name}=-1.0", with_value(name, -1.0), True, None
+        elif isinstance(value, str):
+            continue  # names and templates: their bad values are in the spec's bad list
+        else:  # a model, a config, a list of items...
+            if default is not None:
+                yield f"{name}=None", with_value(name, None), True, None
+            yield f"{name}={call.str_value!r}", with_value(name, call.str_value), True, None
+            yield f"{name}=5", with_value(name, 5), True, TypeError
+
+
+def test_every_exported_name_has_a_fuzz_spec():
+    names = exported()
+    missing = sorted(set(names) - set(REGISTRY))
+    assert not missing, f"exported names without a fuzz spec in tests/test_api_fuzz.py REGISTRY: {missing}"
+    stale = sorted(set(REGISTRY) - set(names))
+    assert not stale, f"REGISTRY names that are no longer exported: {stale}"
+    for name, spec in REGISTRY.items():
+        if spec == CONSTANT:
+            assert not callable(names[name]) or isinstance(names[name], dict), f"{name} is callable: give it a Spec"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in REGISTRY.items() if s != CONSTANT))
+def test_fuzz(name):
+    spec = REGISTRY[name]
+    problems = []
+    torch.manual_seed(0)
+    with torch.random.fork_rng():
+        for i, call in enumerate(spec.calls()):
+            if call.run_good:
+                kind, result = _outcome(lambda: call.fn(*call.args, **call.kwargs))
+                assert kind == "ok", f"{name}: good call {i} failed, the spec is wrong: {result!r}"
+            if spec.mutate:
+                for label, fn, must_fail, want in _variants(call):
+                    problem = _judge(f"{name} call {i}, {label}", fn, must_fail, want, spec.allowed)
+                    if problem:
+                        problems.append(problem)
+        for label, fn in spec.bad():
+            problem = _judge(f"{name}, {label}", fn, True, None, spec.allowed)
+            if problem:
+                problems.append(problem)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_fuzzer_catches_what_it_should():
+    """The judge itself: an AttributeError, an error from torch, silent success and NaN are reported; ours passes."""
+    def from_torch():
+        return torch.ones(2, 3) @ torch.ones(2, 3)
+
+    def ours():
+        return patchify(torch.rand(1, 3, 5, 5), 2)
+
+    assert "AttributeError" in _judge("x", lambda: None.shape, True)
+    assert "outside mmllm_course" in _judge("x", lambda: torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 2)), True) \
+        or "RuntimeError" in _judge("x", from_torch, True)
+    assert "no error" in _judge("x", lambda: 1, True)
+    assert "NaN" in _judge("x", lambda: torch.tensor(float("nan")), False)
+    assert _judge("x", ours, True) is None
+    assert "expected a TypeError" in _judge("x", ours, True, TypeError)
