@@ -1,7 +1,6 @@
 """Benchmark cases for the bridges (chapters 3-4): each bridge against its ``transformers`` twin.
 
-``bench_bridges()`` returns rows in the format of :func:`mmllm_course.bench.bench_modules`
-(``name``, ``ours_ms``, ``ref_ms``, ``ratio`` = ours / reference, ``max_diff``), built the same way:
+``CASES`` joins :func:`mmllm_course.bench.bench_modules` (``python -m mmllm_course.bench --only bridge``):
 our bridge and the reference hold identical weights (through the converters the parity tests
 prove), are checked to agree on the input, then timed (eval mode, no grad, median). Sizes are
 small-real (width 128-256, 64 patches, batch 8): large enough that the maths, not Python overhead
@@ -115,37 +114,6 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
-def _median_seconds(fn: Callable[[], object], min_run_time: float) -> float:
-    from torch.utils import benchmark
-
-    with torch.inference_mode():
-        return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
-
-
-def bench_bridges(only: str | None = None, min_run_time: float = 0.5) -> list[dict]:
-    """Time every bridge against its reference; one row per case (the format of ``bench.bench_modules``).
-
-    Ours and the reference are timed alternately, twice each, and the lower median of each kept, so
-    that a burst of load from elsewhere on the machine hits both sides alike.
-    """
-    rows = []
-    for key, build in CASES.items():
-        if only and only not in key:
-            continue
-        name, ours, ref = build()
-        with torch.inference_mode():
-            a, b = ours(), ref()
-        max_diff = (a - b).abs().max().item()
-        t_ours, t_ref = float("inf"), float("inf")
-        for _ in range(2):
-            t_ours = min(t_ours, _median_seconds(ours, min_run_time))
-            t_ref = min(t_ref, _median_seconds(ref, min_run_time))
-        rows.append({"name": name, "ours_ms": t_ours * 1e3, "ref_ms": t_ref * 1e3, "ratio": t_ours / t_ref, "max_diff": max_diff})
-        print(f"  {name:<55} ours {t_ours * 1e3:8.3f} ms   ref {t_ref * 1e3:8.3f} ms   ratio {t_ours / t_ref:5.2f}   "
-              f"max|diff| {max_diff:.1e}", flush=True)
-    return rows
-
-
 def bench_lm_per_bridge(n: int = 196, text_tokens: int = 16, min_run_time: float = 0.5) -> list[dict]:
     """The LM's forward time on the sequence each bridge produces from ``n`` patch features.
 
@@ -157,6 +125,7 @@ def bench_lm_per_bridge(n: int = 196, text_tokens: int = 16, min_run_time: float
     """
     import transformers
 
+    from mmllm_course.bench import median_seconds
     from mmllm_course.bridges import make_bridge
 
     torch.manual_seed(0)
@@ -173,17 +142,10 @@ def bench_lm_per_bridge(n: int = 196, text_tokens: int = 16, min_run_time: float
         with torch.inference_mode():
             sequence = torch.cat([bridge(features), text], dim=1)  # (B, K + T, D_llm)
         k = bridge.num_output_tokens(n)
-        t_bridge = _median_seconds(lambda: bridge(features), min_run_time)
-        t_lm = _median_seconds(lambda: lm(inputs_embeds=sequence).logits, min_run_time)
+        t_bridge = median_seconds(lambda: bridge(features), min_run_time)
+        t_lm = median_seconds(lambda: lm(inputs_embeds=sequence).logits, min_run_time)
         params = sum(p.numel() for p in bridge.parameters())
         rows.append({"bridge": name, "K": k, "params": params, "bridge_ms": t_bridge * 1e3, "lm_ms": t_lm * 1e3})
         print(f"  {name:<12} K = {k:4d}   params {params:8,d}   bridge {t_bridge * 1e3:7.3f} ms   "
               f"LM on K + {text_tokens} tokens {t_lm * 1e3:7.3f} ms", flush=True)
     return rows
-
-
-if __name__ == "__main__":
-    print("bridges vs their transformers references (median, eval, no grad):")
-    bench_bridges()
-    print("LM forward time on each bridge's output (8 images of 196 patches + 16 text tokens):")
-    bench_lm_per_bridge()

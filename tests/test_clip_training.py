@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mmllm_course.data import generate_shapes, shapes_tokenizer
+from mmllm_course.data import color_shape_classes, generate_shapes, shapes_tokenizer
 from mmllm_course.encoders.clip import CLIP, CLIPConfig
 from mmllm_course.encoders.clip_training import (
     encode_images,
@@ -137,6 +137,25 @@ def test_zero_shot_accuracy_counts_matches(tok):
     assert zero_shot_accuracy(oracle, images, labels, tok, names, templates=("a {} shape",)) == 1.0
     assert zero_shot_accuracy(oracle, images, labels, tok, names[1:] + names[:1]) == 0.0
     assert zero_shot_accuracy(oracle, images, labels, tok, names, templates=("a {}", "a {} thing")) == 1.0
+    assert zero_shot_accuracy(oracle, images, labels, tok, names, templates=("a {}", "a {} thing"), ensemble="max") == 1.0
+    assert zero_shot_accuracy(oracle, images, labels, tok, names[1:] + names[:1], ensemble="max") == 0.0
+    with pytest.raises(ValueError, match="ensemble"):
+        zero_shot_accuracy(oracle, images, labels, tok, names, ensemble="median")
+
+
+def test_zero_shot_ensembles_agree_on_one_prompt_and_compute_what_they_say(tok):
+    data = generate_shapes(200, seed=4)
+    model = _tiny_clip(len(tok), seed=1)
+    labels, names = data.color_shape_labels(), color_shape_classes()
+    one = [zero_shot_accuracy(model, data.images, labels, tok, names, templates=("a {}",), ensemble=e) for e in ("mean", "max")]
+    assert one[0] == one[1]  # one prompt per class: nothing to combine
+    many = ("a small {} in the top left", "a large {} in the bottom right", "a {}")
+    img = encode_images(model, data.images)
+    txt = encode_texts(model, tok, [t.format(n) for n in names for t in many]).view(len(names), len(many), -1)
+    by_max = (torch.einsum("ne,kpe->nkp", img, txt).amax(-1).argmax(-1) == labels).float().mean().item()
+    by_mean = (img @ torch.nn.functional.normalize(txt.mean(1), dim=-1).T).argmax(-1).eq(labels).float().mean().item()
+    assert zero_shot_accuracy(model, data.images, labels, tok, names, templates=many, ensemble="max") == pytest.approx(by_max)
+    assert zero_shot_accuracy(model, data.images, labels, tok, names, templates=many) == pytest.approx(by_mean)
 
 
 def test_encoders_give_unit_vectors_and_retrieval_needs_distinct_captions(tok):
@@ -175,3 +194,82 @@ def test_pooled_attention_maps_follow_the_pooling():
         weights = vit.eval()(images, output_attentions=True).attentions
         rows = [w[:, :, 0, 1:] if pooling == "cls" else w[:, :, 1:, 1:].mean(dim=2) for w in weights]
         torch.testing.assert_close(maps, torch.stack(rows).reshape(2, 3, 4, 4, 4))
+
+
+# --- chapter 2's recipe and the benchmark's seeds mode (plumbing only: a few steps, not the accuracy) ---
+
+def _tiny_recipe():
+    from mmllm_course.recipes import CLIPRecipe
+
+    return CLIPRecipe(train_size=320, held_out_size=200, dim=16, num_heads=2, embed_dim=16, steps=3, batch_size=32, warmup_steps=1)
+
+
+def test_chapter2_recipe_is_what_the_notebook_writes_out(tok):
+    # The bench trains through train_chapter2_clip; the notebook spells the same run out by hand.
+    from mmllm_course.recipes import train_chapter2_clip
+
+    recipe = _tiny_recipe()
+    run = train_chapter2_clip(seed=0, recipe=recipe, tokenizer=tok)
+    train = generate_shapes(recipe.train_size, seed=0)
+    assert run.train.captions == train.captions and torch.equal(run.train.images, train.images)
+    assert run.held_out.captions == generate_shapes(recipe.held_out_size, seed=1).captions
+    ids, mask = tokenize_captions(tok, train.captions, recipe.context_length)
+    torch.manual_seed(0)
+    model = CLIP(recipe.clip_config(tok))
+    hist = train_clip(model, train.images, ids, mask, seed=0, progress=False, **recipe.train_kwargs())
+    assert hist.loss == run.history.loss
+    assert len(hist.loss) == recipe.steps
+    recipe.check(model.config, tok, steps=recipe.steps, batch_size=32, lr=2e-3, warmup_steps=1)  # weight_decay: the default
+    with pytest.raises(ValueError, match=r"steps=4 \(recipe: 3\)"):
+        recipe.check(model.config, tok, steps=4, batch_size=32, warmup_steps=1)
+    with pytest.raises(ValueError, match="config"):
+        recipe.check(CLIP(CLIPConfig()).config, tok, steps=3, batch_size=32, warmup_steps=1)
+    with pytest.raises(ValueError, match="unknown"):
+        recipe.check(model.config, tok, step=3)
+    other = train_chapter2_clip(seed=1, recipe=recipe, tokenizer=tok)
+    assert other.train.captions != run.train.captions and other.history.loss != run.history.loss
+    assert not set(map(tuple, other.held_out.images[:20].flatten(1).tolist())) & set(map(tuple, other.train.images.flatten(1).tolist()))
+    with pytest.raises(ValueError, match="seed"):
+        train_chapter2_clip(seed=-1, recipe=recipe, tokenizer=tok)
+    with pytest.raises(TypeError, match="CLIPRecipe"):
+        train_chapter2_clip(seed=0, recipe={"steps": 3}, tokenizer=tok)
+
+
+def test_evaluate_and_failures_cover_every_bar_of_the_notebook(tok):
+    from mmllm_course.recipes import CHAPTER2_BARS, chapter2_failures, evaluate_chapter2_clip, train_chapter2_clip
+
+    metrics = evaluate_chapter2_clip(train_chapter2_clip(seed=0, recipe=_tiny_recipe(), tokenizer=tok))
+    for name in ("zero_shot", "zero_shot_max", "zero_shot_one_prompt", "all_captions", "recall@1", "recall@5", "attention_on_shape", "attention_uniform"):
+        assert 0.0 <= metrics[name] <= 1.0, name
+    assert metrics["train_seconds"] > 0
+    perfect = dict(metrics, **{name: 1.0 for name in CHAPTER2_BARS}, attention_on_shape=0.9, attention_uniform=0.25)
+    assert chapter2_failures(perfect) == []
+    low = dict(perfect, zero_shot_max=0.949, attention_on_shape=0.3)
+    assert [f.split()[0] for f in chapter2_failures(low)] == ["zero_shot_max", "attention_on_shape"]
+    assert chapter2_failures(dict(perfect, **{"recall@5": 0.98}))[0].startswith("recall@5 98.0%")
+
+
+def test_bench_seeds_mode_prints_each_seed_the_worst_and_the_mean(tok, capsys, monkeypatch):
+    from mmllm_course import bench, recipes
+
+    out = bench.bench_clip_seeds([0, 1], recipe=_tiny_recipe())
+    rows = out["rows"]
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert out["worst"]["zero_shot"] == min(r["zero_shot"] for r in rows)
+    assert out["worst"]["seconds"] == max(r["seconds"] for r in rows)
+    assert out["mean"]["recall@1"] == pytest.approx((rows[0]["recall@1"] + rows[1]["recall@1"]) / 2)
+    assert set(out["failed"]) == {0, 1}  # 3 steps reach no bar
+    printed = capsys.readouterr().out
+    assert "2 seeds: 3 steps, batch 32" in printed and "worst" in printed and "mean" in printed and "FAILS" in printed
+    assert "2 of 2 seeds fail a bar" in printed and "points over 95%" in printed
+    with pytest.raises(ValueError, match="empty"):
+        bench.bench_clip_seeds([], recipe=_tiny_recipe())
+
+    # The command line: --seeds N runs seeds 0..N-1 of the notebook's recipe (here swapped for the tiny one),
+    # and exits 1 because a seed misses a bar.
+    monkeypatch.setattr(recipes, "CHAPTER2_CLIP", _tiny_recipe())
+    assert bench.main(["--seeds", "1"]) == 1
+    printed = capsys.readouterr().out
+    assert "1 seeds: 3 steps" in printed and "modules" not in printed
+    with pytest.raises(SystemExit):
+        bench.main(["--seeds", "0"])

@@ -263,3 +263,19 @@ def test_figures_and_explorer_build_headless():
     assert list(dropdown.options) == [2, 4, 8, 16]  # every size dividing both 32 and 48
     dropdown.value = 4  # re-draws without error
     plt.close("all")
+
+
+def test_patch_embedding_fast_path_equals_patchify_then_linear():
+    """forward runs as a strided convolution; it must equal the teaching form, values and gradients."""
+    from mmllm_course.encoders.patches import PatchEmbedding
+
+    torch.manual_seed(0)
+    for size, p, c, bias in ((32, 8, 3, True), (12, 4, 1, False), (8, 2, 2, True)):
+        module = PatchEmbedding(size, p, c, 10, bias=bias)
+        images = torch.rand(3, c, size, size, requires_grad=True)
+        fast, slow = module(images), module.forward_patchify(images)
+        assert torch.allclose(fast, slow, atol=1e-6)
+        g_fast = torch.autograd.grad(fast.square().sum(), [images, module.proj.weight])
+        g_slow = torch.autograd.grad(slow.square().sum(), [images, module.proj.weight])
+        for a, b in zip(g_fast, g_slow):
+            assert torch.allclose(a, b, atol=1e-5)

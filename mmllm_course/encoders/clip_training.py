@@ -200,17 +200,30 @@ def zero_shot_accuracy(
     tokenizer,
     class_names: Sequence[str],
     templates: Sequence[str] = ("a photo of a {}",),
+    ensemble: str = "mean",
 ) -> float:
     """Accuracy of zero-shot classification: each image gets the class whose prompts it matches best.
 
     ``class_names[k]`` fills every template (prompt ensembling when there are several); ``labels``
     (N,) holds the true class index of each image. No training on these classes is involved.
+
+    ``ensemble`` says how a class's P prompts become one score: ``"mean"`` (CLIP's recipe) averages
+    their unit embeddings into one class embedding and scores its cosine with the image; ``"max"``
+    scores the class by its best-matching prompt. When each prompt names one precise image (a size
+    and a position, as in the shapes world) the average blurs those details and "max" is more exact.
     """
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must be ({images.shape[0]},), one per image, got shape {tuple(labels.shape)}")
+    if ensemble not in ("mean", "max"):
+        raise ValueError(f"ensemble must be 'mean' or 'max', got {ensemble!r}")
     prompts = [t.format(name) for name in class_names for t in templates]
-    ids, _ = tokenize_captions(tokenizer, prompts, model.config.text.context_length)
     k, p = len(class_names), len(templates)
+    image_embeds = encode_images(model, images)  # (N, E)
+    if ensemble == "max":
+        prompt_embeds = encode_texts(model, tokenizer, prompts).view(k, p, -1)  # (K, P, E)
+        predictions = torch.einsum("ne,kpe->nkp", image_embeds, prompt_embeds).amax(dim=-1).argmax(dim=-1)  # (N,)
+        return (predictions == labels).float().mean().item()
+    ids, _ = tokenize_captions(tokenizer, prompts, model.config.text.context_length)
     classes = zero_shot_classifier(model, ids.view(k, p, -1))  # (K, E); no mask needed: causal + eos pooling
-    predictions = zero_shot_predict(encode_images(model, images), classes)  # (N,)
+    predictions = zero_shot_predict(image_embeds, classes)  # (N,)
     return (predictions == labels).float().mean().item()

@@ -12,6 +12,7 @@ and CLIP do). Images and ``image_size`` are square: ``image_size`` is one intege
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -105,8 +106,23 @@ class PatchEmbedding(nn.Module):
             )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) -> tokens (B, N, D), equal to ``self.proj(patchify(images, p))``.
+
+        That one line is the idea (see :meth:`forward_patchify`); it runs here as the strided
+        convolution it equals, with the same weights viewed as (D, C, p, p): one fused kernel
+        instead of a copy of every pixel into patch order. A test keeps the two equal.
+        """
         self.check_images(images)
         images = to_module_dtype(images, self)  # float64 / float16 images run in the weights' dtype
+        p, c = self.patch_size, self.in_channels
+        kernel = self.proj.weight.view(self.dim, p, p, c).permute(0, 3, 1, 2)  # (D, p*p*C) in (p1 p2 c) -> (D, C, p, p)
+        maps = F.conv2d(images, kernel, self.proj.bias, stride=p)  # (B, D, H/p, W/p)
+        return maps.flatten(2).transpose(1, 2)  # (B, N, D), patches row-major
+
+    def forward_patchify(self, images: torch.Tensor) -> torch.Tensor:
+        """The teaching form of :meth:`forward`: cut into patches, then one shared linear map."""
+        self.check_images(images)
+        images = to_module_dtype(images, self)
         return self.proj(patchify(images, self.patch_size))  # (B, N, D)
 
     def to_conv2d(self) -> nn.Conv2d:
