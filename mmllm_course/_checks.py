@@ -193,3 +193,20 @@ def check_module(value: Any, name: str, cls: type) -> Any:
     if not isinstance(value, cls):
         raise InputTypeError(f"{name} must be a {cls.__name__}, got {describe(value)}")
     return value
+
+
+def padding_mask(mask: Any, name: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """A (B, N) padding mask as a boolean tensor, True = real token: bool, or integer holding only 0 and 1.
+
+    Float masks are refused (a float mask reads as additive elsewhere in the library); ``shape``,
+    when given, is the (B, N) the mask must have.
+    """
+    if shape is not None:
+        check_tensor(mask, name, f"(B, N) = {shape}")
+        if tuple(mask.shape) != tuple(shape):
+            raise ValueError(f"{name} must be (B, N) = {tuple(shape)} with True/1 = real token, got shape {tuple(mask.shape)}")
+    else:
+        check_tensor(mask, name, "(B, N)", ndim=2)
+    if mask.is_floating_point():
+        raise InputTypeError(f"{name} must be bool or integer (True/1 = real, False/0 = padding), got dtype {mask.dtype}")
+    return keep_mask(mask, name)

@@ -197,7 +197,7 @@ def test_wrong_feature_width_or_rank_names_the_sizes(name):
         bridge(torch.randn(2, 16, 32))
     with pytest.raises(ValueError, match=r"\(16, 64\)"):
         bridge(torch.randn(16, 64))
-    with pytest.raises(ValueError, match="floating point"):
+    with pytest.raises(ValueError, match="floating-point tensor, got dtype torch.int64"):
         bridge(torch.ones(2, 16, 64, dtype=torch.long))
     with pytest.raises(ValueError, match=r"N >= 1.*\(2, 0, 64\)"):
         bridge(torch.randn(2, 0, 64))
@@ -215,7 +215,7 @@ def test_bad_mask_names_the_sizes(name):
         bridge(x, torch.ones(16, dtype=torch.bool))
     with pytest.raises(ValueError, match="float32"):
         bridge(x, torch.ones(2, 16))
-    with pytest.raises(ValueError, match=r"0 \(padding\) and 1"):
+    with pytest.raises(ValueError, match=r"only 0 and 1.*values \[2\]"):
         bridge(x, torch.full((2, 16), 2))
 
 
@@ -234,17 +234,17 @@ def test_token_merge_rejects_grids_it_cannot_merge():
 @pytest.mark.parametrize(
     "config_cls, kwargs, match",
     [
-        (LinearBridgeConfig, dict(in_dim=0), "in_dim must be >= 1"),
-        (MLPBridgeConfig, dict(depth=0), "depth must be >= 1"),
+        (LinearBridgeConfig, dict(in_dim=0), "in_dim must be a positive integer, got 0"),
+        (MLPBridgeConfig, dict(depth=0), "depth must be a positive integer, got 0"),
         (MLPBridgeConfig, dict(activation="relu"), "activation"),
         (QFormerBridgeConfig, dict(dim=30, num_heads=4), "dim=30 is not divisible"),
         (QFormerBridgeConfig, dict(cross_attention_frequency=0), "cross_attention_frequency"),
         (PerceiverResamplerBridgeConfig, dict(num_heads=4, num_kv_heads=3), "multiple of num_kv_heads=3"),
         (PerceiverResamplerBridgeConfig, dict(input_projection="none"), "in_dim == out_dim"),
         (PerceiverResamplerBridgeConfig, dict(norm="batchnorm"), "norm must be one of"),
-        (TokenMergeBridgeConfig, dict(ratio=0), "ratio must be >= 1"),
-        (QFormerBridgeConfig, dict(dropout=1.0), r"dropout must lie in \[0, 1\)"),
-        (PerceiverResamplerBridgeConfig, dict(norm_eps=0.0), "norm_eps must be a positive"),
+        (TokenMergeBridgeConfig, dict(ratio=0), "ratio must be a positive integer, got 0"),
+        (QFormerBridgeConfig, dict(dropout=1.0), r"dropout must be a finite number in \[0, 1\), got 1.0"),
+        (PerceiverResamplerBridgeConfig, dict(norm_eps=0.0), r"norm_eps must be a finite number in \(0, inf\), got 0.0"),
     ],
 )
 def test_config_validation(config_cls, kwargs, match):
@@ -253,9 +253,9 @@ def test_config_validation(config_cls, kwargs, match):
 
 
 def test_config_types():
-    with pytest.raises(TypeError, match="in_dim must be an int"):
+    with pytest.raises(TypeError, match="in_dim must be an integer, got float 64.0"):
         LinearBridgeConfig(in_dim=64.0)
-    with pytest.raises(TypeError, match="num_queries must be an int"):
+    with pytest.raises(TypeError, match="num_queries must be an integer, got bool True"):
         QFormerBridgeConfig(num_queries=True)
 
 
@@ -289,7 +289,7 @@ def test_output_mask_and_token_count_check_their_input(name):
         bridge.output_mask(torch.ones(16, dtype=torch.bool))
     with pytest.raises(ValueError, match="float32"):
         bridge.output_mask(torch.ones(2, 16))
-    with pytest.raises(ValueError, match="n must be >= 1"):
+    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
         bridge.num_output_tokens(0)
-    with pytest.raises(TypeError, match="n must be an int"):
+    with pytest.raises(TypeError, match="n must be an integer, got float 16.0"):
         bridge.num_output_tokens(16.0)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmllm_course._checks import check_int, check_tensor, padding_mask, to_module_dtype
+
 
 class Bridge(nn.Module):
     """Base class of the input projectors. Subclasses set ``in_dim`` and ``out_dim`` and implement
@@ -44,74 +46,53 @@ class Bridge(nn.Module):
         to the parameters' dtype, the rule ``transformers`` modules follow.
         """
         who = type(self).__name__
-        check_features(features, self.in_dim, who)
+        check_tensor(features, f"{who}: features", f"(B, N, D_in) with D_in = {self.in_dim}", ndim=3, kind="float")
+        if features.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"{who}: features must be (B, N, D_in) with D_in = {self.in_dim}, got shape {tuple(features.shape)}"
+            )
+        if features.shape[1] == 0:
+            raise ValueError(f"{who}: features must hold at least one token (N >= 1), got shape {tuple(features.shape)}")
         if mask is not None:
-            check_mask(mask, features.shape[0], features.shape[1], who)
-            mask = mask.to(device=features.device, dtype=torch.bool)
+            mask = padding_mask(mask, f"{who}: mask", tuple(features.shape[:2])).to(features.device)
             if bool(mask.all()):
                 mask = None  # nothing to hide: the unmasked attention path is faster and gives the same numbers
-        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), features.dtype)
-        return features.to(dtype), mask
+        return to_module_dtype(features, self), mask
+
+    def check_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """A (B, N) bool / 0-1 integer padding mask on its own (no features to compare with) -> bool (B, N)."""
+        return padding_mask(mask, f"{type(self).__name__}: mask")
 
 
-def check_mask_2d(mask: torch.Tensor, who: str = "bridge") -> torch.Tensor:
-    """A (B, N) bool / 0-1 integer mask on its own (no features to compare with) -> bool (B, N)."""
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{who}: mask must be a torch.Tensor (B, N), got {type(mask).__name__}")
-    if mask.dim() != 2:
-        raise ValueError(f"{who}: mask must be (B, N) with True/1 = real feature, got shape {tuple(mask.shape)}")
-    check_mask(mask, mask.shape[0], mask.shape[1], who)
-    return mask.bool()
+class QueryBridge(Bridge):
+    """A bridge whose K learned queries read the features: K = ``num_queries`` whatever N is (Q-Former, resampler).
 
+    Subclasses set ``num_queries`` and implement ``_run(features, mask, return_weights) -> (out (B, K, out_dim),
+    one cross-attention map (B, H, K, N) per layer that has one, when ``return_weights``)``.
+    """
 
-def check_features(features: torch.Tensor, in_dim: int, who: str = "bridge") -> None:
-    if not isinstance(features, torch.Tensor):
-        raise TypeError(f"{who}: features must be a torch.Tensor (B, N, {in_dim}), got {type(features).__name__}")
-    if features.dim() != 3 or features.shape[-1] != in_dim:
-        raise ValueError(
-            f"{who}: features must be (B, N, D_in) with D_in = {in_dim}, got shape {tuple(features.shape)}"
-        )
-    if features.shape[1] == 0:
-        raise ValueError(f"{who}: features must hold at least one token (N >= 1), got shape {tuple(features.shape)}")
-    if not features.is_floating_point():
-        raise ValueError(f"{who}: features must be floating point, got dtype {features.dtype}")
+    num_queries: int  # K
 
+    def num_output_tokens(self, n: int) -> int:
+        check_int(n, "n")
+        return self.num_queries
 
-def check_mask(mask: torch.Tensor, b: int, n: int, who: str = "bridge") -> None:
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{who}: mask must be a torch.Tensor (B, N) = ({b}, {n}), got {type(mask).__name__}")
-    if tuple(mask.shape) != (b, n):
-        raise ValueError(
-            f"{who}: mask must be (B, N) = ({b}, {n}) with True/1 = real feature, got shape {tuple(mask.shape)}"
-        )
-    if mask.is_floating_point() or mask.is_complex():
-        raise ValueError(f"{who}: mask must be bool or integer (True/1 = real, False/0 = padding), got dtype {mask.dtype}")
-    if mask.dtype != torch.bool and mask.numel() and bool(((mask != 0) & (mask != 1)).any()):
-        raise ValueError(f"{who}: an integer mask holds only 0 (padding) and 1 (real), got values {mask.unique().tolist()}")
+    def output_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        mask = self.check_mask(mask)
+        return torch.ones(mask.shape[0], self.num_queries, dtype=torch.bool, device=mask.device)
 
+    def _run(
+        self, features: torch.Tensor, mask: torch.Tensor | None, return_weights: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        raise NotImplementedError
 
-def check_positive(name: str, value: object) -> None:
-    """Config fields that count something must be positive ints (bools are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """features: (B, N, D_in); mask: (B, N), True/1 = real feature (padding is never attended). -> (B, K, D_llm)."""
+        return self._run(features, mask, return_weights=False)[0]
 
-
-def check_fraction(name: str, value: object, low: float = 0.0, high: float = 1.0) -> None:
-    """A probability such as dropout: a real number in [low, high)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not low <= value < high:
-        raise ValueError(f"{name} must lie in [{low:g}, {high:g}), got {value!r}")
-
-
-def check_eps(name: str, value: object) -> None:
-    """A normalisation epsilon: a positive real number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    def cross_attention_maps(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """How much each query looks at each feature: one (B, H, K, N) tensor per cross-attention layer."""
+        return self._run(features, mask, return_weights=True)[1]
 
 
 def resolve_config(config: object, config_cls: type, who: str) -> object:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmllm_course.bridges.base import Bridge, check_mask_2d, check_positive, resolve_config
+from mmllm_course._checks import check_int
+from mmllm_course.bridges.base import Bridge, resolve_config
 
 
 @dataclass
@@ -26,8 +27,8 @@ class LinearBridgeConfig:
     bias: bool = True
 
     def __post_init__(self) -> None:
-        check_positive("in_dim", self.in_dim)
-        check_positive("out_dim", self.out_dim)
+        check_int(self.in_dim, "in_dim")
+        check_int(self.out_dim, "out_dim")
 
 
 class LinearBridge(Bridge):
@@ -40,11 +41,11 @@ class LinearBridge(Bridge):
         self.proj = nn.Linear(config.in_dim, config.out_dim, bias=config.bias)
 
     def num_output_tokens(self, n: int) -> int:
-        check_positive("n", n)
+        check_int(n, "n")
         return n  # one LLM token per feature token
 
     def output_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        return check_mask_2d(mask, type(self).__name__)
+        return self.check_mask(mask)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """features: (B, N, D_in); mask (B, N) is checked, not applied (padding stays padding). -> (B, N, D_llm)."""

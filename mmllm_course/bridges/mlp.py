@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmllm_course.bridges.base import Bridge, check_mask_2d, check_positive, resolve_config
+from mmllm_course._checks import check_choice, check_int
+from mmllm_course._convert import Plan, activation_from_hf, apply_plan, load_exact, resolve_hf_model
+from mmllm_course.bridges.base import Bridge, resolve_config
 from mmllm_course.nn.transformer import ACTIVATIONS, make_activation
 
 
@@ -34,13 +36,12 @@ class MLPBridgeConfig:
     bias: bool = True
 
     def __post_init__(self) -> None:
-        check_positive("in_dim", self.in_dim)
-        check_positive("out_dim", self.out_dim)
-        check_positive("depth", self.depth)
+        check_int(self.in_dim, "in_dim")
+        check_int(self.out_dim, "out_dim")
+        check_int(self.depth, "depth")
         if self.hidden_dim is not None:
-            check_positive("hidden_dim", self.hidden_dim)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            check_int(self.hidden_dim, "hidden_dim")
+        check_choice(self.activation, "activation", ACTIVATIONS)
 
     @property
     def widths(self) -> list[int]:
@@ -61,11 +62,11 @@ class MLPBridge(Bridge):
         self.act = make_activation(config.activation)
 
     def num_output_tokens(self, n: int) -> int:
-        check_positive("n", n)
+        check_int(n, "n")
         return n
 
     def output_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        return check_mask_2d(mask, type(self).__name__)
+        return self.check_mask(mask)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """features: (B, N, D_in); mask (B, N) is checked, not applied (padding stays padding). -> (B, N, D_llm)."""
@@ -82,7 +83,9 @@ class MLPBridge(Bridge):
 
 # --- weights from transformers -------------------------------------------------------------------
 
-_LLAVA_ACTIVATIONS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+# A bare projector has no config: its activation module's class names the activation.
+_ACTIVATION_MODULES = {"GELUActivation": "gelu", "QuickGELUActivation": "quick_gelu", "NewGELUActivation": "gelu_new",
+                       "PytorchGELUTanh": "gelu_pytorch_tanh", "GELUTanh": "gelu_pytorch_tanh"}
 
 
 def mlp_bridge_from_transformers(model_or_path: object) -> MLPBridge:
@@ -93,13 +96,9 @@ def mlp_bridge_from_transformers(model_or_path: object) -> MLPBridge:
     ``linear_1.{weight,bias}``, ``linear_2.{weight,bias}``, under ``model.multi_modal_projector.``
     in the full model; the activation is the config's ``projector_hidden_act``.
     """
-    from mmllm_course.bridges._convert import WeightMap, check_loading_problems, resolve_reference
-
     what = "mlp_bridge_from_transformers"
-    hf, problems = resolve_reference(
-        model_or_path, {"llava": "LlavaForConditionalGeneration"}, ("LlavaMultiModalProjector",), what
-    )
-    check_loading_problems(problems, ("multi_modal_projector.",), what)
+    hf = resolve_hf_model(model_or_path, what, {"llava": "LlavaForConditionalGeneration"},
+                          only={"llava": ("multi_modal_projector.",)}, module_classes=("LlavaMultiModalProjector",))
     projector = hf
     for attr in ("model", "multi_modal_projector"):  # LlavaForConditionalGeneration -> LlavaModel -> projector
         projector = getattr(projector, attr, projector)
@@ -107,20 +106,15 @@ def mlp_bridge_from_transformers(model_or_path: object) -> MLPBridge:
         raise ValueError(f"{what}: found no LlavaMultiModalProjector in a {type(hf).__name__}")
     act_name = getattr(getattr(hf, "config", None), "projector_hidden_act", None)
     if act_name is None:  # a bare projector: read its activation module
-        act_name = {"GELUActivation": "gelu", "QuickGELUActivation": "quick_gelu", "NewGELUActivation": "gelu_new",
-                    "PytorchGELUTanh": "gelu_pytorch_tanh", "GELUTanh": "gelu_pytorch_tanh"}.get(type(projector.act).__name__)
-    if act_name not in _LLAVA_ACTIVATIONS:
-        raise ValueError(f"{what}: unsupported projector activation {act_name!r}; expected one of {sorted(_LLAVA_ACTIVATIONS)}")
+        act_name = _ACTIVATION_MODULES.get(type(projector.act).__name__)
+    activation = activation_from_hf(act_name, "projector activation", what)
 
-    weights = WeightMap(projector.state_dict(), what)
-    w1, w2 = weights.take("linear_1.weight"), weights.take("linear_2.weight")
-    bias = "linear_1.bias" in weights
+    sd = projector.state_dict()
+    bias = "linear_1.bias" in sd
+    plan: Plan = {f"layers.{i}.{p}": (f"linear_{i + 1}.{p}", None) for i in range(2) for p in ("weight", "bias")[: 1 + bias]}
+    source = f"a {type(projector).__name__} ({what})"
+    new = apply_plan(sd, plan, source)
+    w1, w2 = new["layers.0.weight"], new["layers.1.weight"]
     config = MLPBridgeConfig(in_dim=w1.shape[1], out_dim=w2.shape[0], hidden_dim=w1.shape[0], depth=2,
-                             activation=_LLAVA_ACTIVATIONS[act_name], bias=bias)
-    new = {"layers.0.weight": w1, "layers.1.weight": w2}
-    if bias:
-        new["layers.0.bias"], new["layers.1.bias"] = weights.take("linear_1.bias"), weights.take("linear_2.bias")
-    weights.finish()
-    ours = MLPBridge(config)
-    ours.load_state_dict(new)
-    return ours.train(projector.training)
+                             activation=activation, bias=bias)
+    return load_exact(MLPBridge(config), new, source).train(projector.training)

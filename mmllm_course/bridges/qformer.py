@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmllm_course.bridges.base import Bridge, check_eps, check_fraction, check_mask_2d, check_positive, resolve_config
+from mmllm_course._checks import check_choice, check_dropout, check_int, check_number
+from mmllm_course._convert import Plan, activation_from_hf, apply_plan, load_exact, resolve_hf_model
+from mmllm_course.bridges.base import QueryBridge, resolve_config
 from mmllm_course.nn.attention import MultiHeadAttention
 from mmllm_course.nn.transformer import ACTIVATIONS, MLP
 
@@ -47,13 +49,12 @@ class QFormerBridgeConfig:
 
     def __post_init__(self) -> None:
         for name in ("in_dim", "out_dim", "dim", "num_queries", "depth", "num_heads", "mlp_dim", "cross_attention_frequency"):
-            check_positive(name, getattr(self, name))
+            check_int(getattr(self, name), name)
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        check_eps("layer_norm_eps", self.layer_norm_eps)
-        check_fraction("dropout", self.dropout)
+        check_choice(self.activation, "activation", ACTIVATIONS)
+        check_number(self.layer_norm_eps, "layer_norm_eps", low=0.0, low_open=True)
+        check_dropout(self.dropout, "dropout")
 
 
 class QFormerLayer(nn.Module):
@@ -84,13 +85,13 @@ class QFormerLayer(nn.Module):
         return q, weights
 
 
-class QFormerBridge(Bridge):
+class QFormerBridge(QueryBridge):
     """features (B, N, D_in) [, mask (B, N)] -> (B, K, D_llm), K = ``num_queries`` whatever N is."""
 
     def __init__(self, config: QFormerBridgeConfig | None = None):
         super().__init__()
         self.config = c = resolve_config(config, QFormerBridgeConfig, "QFormerBridge")
-        self.in_dim, self.out_dim = c.in_dim, c.out_dim
+        self.in_dim, self.out_dim, self.num_queries = c.in_dim, c.out_dim, c.num_queries
         self.queries = nn.Parameter(torch.randn(1, c.num_queries, c.dim) * 0.02)  # (1, K, D), BLIP-2's init
         self.ln_queries = nn.LayerNorm(c.dim, eps=c.layer_norm_eps)
         self.drop = nn.Dropout(c.dropout)
@@ -98,14 +99,6 @@ class QFormerBridge(Bridge):
             QFormerLayer(c, cross_attention=i % c.cross_attention_frequency == 0) for i in range(c.depth)
         )
         self.proj = nn.Linear(c.dim, c.out_dim)  # BLIP-2's language_projection
-
-    def num_output_tokens(self, n: int) -> int:
-        check_positive("n", n)
-        return self.config.num_queries
-
-    def output_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        mask = check_mask_2d(mask, type(self).__name__)
-        return torch.ones(mask.shape[0], self.config.num_queries, dtype=torch.bool, device=mask.device)
 
     def _run(
         self, features: torch.Tensor, mask: torch.Tensor | None, return_weights: bool
@@ -119,18 +112,8 @@ class QFormerBridge(Bridge):
                 maps.append(weights)
         return self.proj(q), maps  # (B, K, D_llm)
 
-    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """features: (B, N, D_in); mask: (B, N), True/1 = real feature (padding is never attended). -> (B, K, D_llm)."""
-        return self._run(features, mask, return_weights=False)[0]
-
-    def cross_attention_maps(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """How much each query looks at each feature: one (B, H, K, N) tensor per cross-attention layer."""
-        return self._run(features, mask, return_weights=True)[1]
-
 
 # --- weights from transformers -------------------------------------------------------------------
-
-_BLIP2_ACTIVATIONS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
 def qformer_bridge_from_transformers(model_or_path: object) -> QFormerBridge:
@@ -144,33 +127,22 @@ def qformer_bridge_from_transformers(model_or_path: object) -> QFormerBridge:
     built with ``use_qformer_text_input`` also has a text feed-forward (``intermediate``, ``output``)
     that only text tokens use: a bridge sees no text, so those weights are refused rather than dropped.
     """
-    from mmllm_course.bridges._convert import WeightMap, check_loading_problems, resolve_reference
-
     what = "qformer_bridge_from_transformers"
-    hf, problems = resolve_reference(model_or_path, {"blip-2": "Blip2ForConditionalGeneration"}, (), what)
-    check_loading_problems(problems, ("query_tokens", "qformer.", "language_projection."), what)
+    hf = resolve_hf_model(model_or_path, what, {"blip-2": "Blip2ForConditionalGeneration"},
+                          only={"blip-2": ("query_tokens", "qformer.", "language_projection.")})
     if not all(hasattr(hf, a) for a in ("query_tokens", "qformer", "language_projection")):
         raise ValueError(f"{what}: a {type(hf).__name__} has no query_tokens + qformer + language_projection "
                          "(use Blip2ForConditionalGeneration or Blip2Model)")
     qc = hf.config.qformer_config
-    if qc.hidden_act not in _BLIP2_ACTIVATIONS:
-        raise ValueError(f"{what}: unsupported Q-Former hidden_act {qc.hidden_act!r}; expected one of {sorted(_BLIP2_ACTIVATIONS)}")
-    state = {"query_tokens": hf.query_tokens.detach()}
-    state.update({f"qformer.{k}": v for k, v in hf.qformer.state_dict().items()})
-    state.update({f"language_projection.{k}": v for k, v in hf.language_projection.state_dict().items()})
-    weights = WeightMap(state, what)
+    activation = activation_from_hf(qc.hidden_act, "Q-Former hidden_act", what)
+    sd = {"query_tokens": hf.query_tokens.detach()}
+    sd.update({f"qformer.{k}": v for k, v in hf.qformer.state_dict().items()})
+    sd.update({f"language_projection.{k}": v for k, v in hf.language_projection.state_dict().items()})
 
-    queries = weights.take("query_tokens")  # (1, K, D)
-    proj = weights.take("language_projection.weight")  # (D_llm, D)
-    config = QFormerBridgeConfig(
-        in_dim=qc.encoder_hidden_size, out_dim=proj.shape[0], dim=qc.hidden_size, num_queries=queries.shape[1],
-        depth=qc.num_hidden_layers, num_heads=qc.num_attention_heads, mlp_dim=qc.intermediate_size,
-        cross_attention_frequency=qc.cross_attention_frequency, activation=_BLIP2_ACTIVATIONS[qc.hidden_act],
-        layer_norm_eps=qc.layer_norm_eps,
-    )
-    new = {"queries": queries, "proj.weight": proj, "proj.bias": weights.take("language_projection.bias")}
+    plan: Plan = {"queries": ("query_tokens", None), "proj.weight": ("language_projection.weight", None),
+                  "proj.bias": ("language_projection.bias", None)}
     for p in ("weight", "bias"):
-        new[f"ln_queries.{p}"] = weights.take(f"qformer.layernorm.{p}")
+        plan[f"ln_queries.{p}"] = (f"qformer.layernorm.{p}", None)
     names = {  # ours (within layer i) -> theirs (within qformer.encoder.layer.i)
         "self_attn.q_proj": "attention.attention.query", "self_attn.k_proj": "attention.attention.key",
         "self_attn.v_proj": "attention.attention.value", "self_attn.out_proj": "attention.output.dense",
@@ -182,12 +154,17 @@ def qformer_bridge_from_transformers(model_or_path: object) -> QFormerBridge:
         "cross_attn.v_proj": "crossattention.attention.value", "cross_attn.out_proj": "crossattention.output.dense",
         "ln_cross": "crossattention.output.LayerNorm",
     }
-    for i in range(config.depth):
-        layer_names = dict(names, **(cross_names if i % config.cross_attention_frequency == 0 else {}))
+    for i in range(qc.num_hidden_layers):
+        layer_names = dict(names, **(cross_names if i % qc.cross_attention_frequency == 0 else {}))
         for ours, theirs in layer_names.items():
             for p in ("weight", "bias"):
-                new[f"layers.{i}.{ours}.{p}"] = weights.take(f"qformer.encoder.layer.{i}.{theirs}.{p}")
-    weights.finish()
-    ours = QFormerBridge(config)
-    ours.load_state_dict(new)
-    return ours.train(hf.training)
+                plan[f"layers.{i}.{ours}.{p}"] = (f"qformer.encoder.layer.{i}.{theirs}.{p}", None)
+    source = f"a {type(hf).__name__}'s Q-Former ({what})"
+    new = apply_plan(sd, plan, source)
+    config = QFormerBridgeConfig(
+        in_dim=qc.encoder_hidden_size, out_dim=new["proj.weight"].shape[0], dim=qc.hidden_size,
+        num_queries=new["queries"].shape[1], depth=qc.num_hidden_layers, num_heads=qc.num_attention_heads,
+        mlp_dim=qc.intermediate_size, cross_attention_frequency=qc.cross_attention_frequency, activation=activation,
+        layer_norm_eps=qc.layer_norm_eps,
+    )
+    return load_exact(QFormerBridge(config), new, source).train(hf.training)

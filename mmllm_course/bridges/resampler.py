@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmllm_course.bridges.base import Bridge, check_eps, check_fraction, check_mask_2d, check_positive, resolve_config
+from mmllm_course._checks import check_choice, check_dropout, check_int, check_number
+from mmllm_course._convert import Plan, apply_plan, load_exact, resolve_hf_model
+from mmllm_course.bridges.base import QueryBridge, resolve_config
 from mmllm_course.nn.attention import merge_heads, scaled_dot_product_attention
 
 NORMS = ("layernorm", "rmsnorm")
@@ -55,20 +57,19 @@ class PerceiverResamplerBridgeConfig:
 
     def __post_init__(self) -> None:
         for name in ("in_dim", "out_dim", "num_latents", "depth", "num_heads"):
-            check_positive(name, getattr(self, name))
+            check_int(getattr(self, name), name)
         for name in ("head_dim", "num_kv_heads", "mlp_dim", "input_mlp_dim"):
             if getattr(self, name) is not None:
-                check_positive(name, getattr(self, name))
+                check_int(getattr(self, name), name)
         if self.head_dim is None and self.out_dim % self.num_heads:
             raise ValueError(f"out_dim={self.out_dim} is not divisible by num_heads={self.num_heads}: set head_dim")
         if self.num_heads % self.kv_heads:
             raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.kv_heads}")
         for name, value, allowed in (("mlp", self.mlp, MLPS), ("norm", self.norm, NORMS),
                                      ("input_projection", self.input_projection, INPUT_PROJECTIONS)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        check_eps("norm_eps", self.norm_eps)
-        check_fraction("dropout", self.dropout)
+            check_choice(value, name, allowed)
+        check_number(self.norm_eps, "norm_eps", low=0.0, low_open=True)
+        check_dropout(self.dropout, "dropout")
         if self.input_projection == "none" and self.in_dim != self.out_dim:
             raise ValueError(f"input_projection='none' needs in_dim == out_dim, got {self.in_dim} and {self.out_dim}")
 
@@ -182,13 +183,13 @@ class PerceiverLayer(nn.Module):
         return z, weights
 
 
-class PerceiverResamplerBridge(Bridge):
+class PerceiverResamplerBridge(QueryBridge):
     """features (B, N, D_in) [, mask (B, N)] -> (B, K, D_llm), K = ``num_latents`` whatever N is."""
 
     def __init__(self, config: PerceiverResamplerBridgeConfig | None = None):
         super().__init__()
         self.config = c = resolve_config(config, PerceiverResamplerBridgeConfig, "PerceiverResamplerBridge")
-        self.in_dim, self.out_dim = c.in_dim, c.out_dim
+        self.in_dim, self.out_dim, self.num_queries = c.in_dim, c.out_dim, c.num_latents
         if c.input_projection == "linear":
             self.input_proj: nn.Module = nn.Linear(c.in_dim, c.out_dim, bias=c.bias)
         elif c.input_projection == "swiglu":
@@ -199,14 +200,6 @@ class PerceiverResamplerBridge(Bridge):
         self.latents = nn.Parameter(torch.randn(c.num_latents, c.out_dim))  # (K, D), Flamingo's init
         self.layers = nn.ModuleList(PerceiverLayer(c) for _ in range(c.depth))
         self.norm = make_norm(c.norm, c.out_dim, c.norm_eps)
-
-    def num_output_tokens(self, n: int) -> int:
-        check_positive("n", n)
-        return self.config.num_latents
-
-    def output_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        mask = check_mask_2d(mask, type(self).__name__)
-        return torch.ones(mask.shape[0], self.config.num_latents, dtype=torch.bool, device=mask.device)
 
     def _run(
         self, features: torch.Tensor, mask: torch.Tensor | None, return_weights: bool
@@ -225,10 +218,6 @@ class PerceiverResamplerBridge(Bridge):
             if weights is not None:
                 maps.append(weights)
         return self.norm(z), maps  # (B, K, D)
-
-    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """features: (B, N, D_in); mask: (B, N), True/1 = real feature (padding is never attended). -> (B, K, D_llm)."""
-        return self._run(features, mask, return_weights=False)[0]
 
     def cross_attention_maps(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Attention of each latent over the N features (the latent part dropped): one (B, H, K, N) per layer.
@@ -253,16 +242,14 @@ def perceiver_resampler_bridge_from_transformers(model_or_path: object) -> Perce
     input_context_norm, post_attention_layernorm}.weight`` (RMSNorm), ``layers.i.self_attn.{q,k,v,o}_proj``,
     ``layers.i.mlp.{gate,up,down}_proj``, ``norm.weight``.
     """
-    from mmllm_course.bridges._convert import WeightMap, check_loading_problems, resolve_reference
-
     what = "perceiver_resampler_bridge_from_transformers"
-    hf, problems = resolve_reference(
-        model_or_path,
-        {"idefics2_perceiver": "transformers.models.idefics2.modeling_idefics2.Idefics2PerceiverResampler", "idefics2": "Idefics2ForConditionalGeneration"},
-        ("Idefics2Connector",), what,
+    hf = resolve_hf_model(
+        model_or_path, what,
+        {"idefics2_perceiver": "transformers.models.idefics2.modeling_idefics2.Idefics2PerceiverResampler",
+         "idefics2": "Idefics2ForConditionalGeneration"},
+        only={"idefics2": ("perceiver_resampler.", "modality_projection.")},  # a bare resampler: every weight is ours
+        module_classes=("Idefics2Connector",),
     )
-    whole = hf.config.model_type == "idefics2_perceiver" if hasattr(hf, "config") else False  # every weight is the bridge's
-    check_loading_problems(problems, None if whole else ("perceiver_resampler.", "modality_projection."), what)
     connector = hf
     for attr in ("model", "connector"):
         connector = getattr(connector, attr, connector)
@@ -272,36 +259,33 @@ def perceiver_resampler_bridge_from_transformers(model_or_path: object) -> Perce
     pc = resampler.config
     if pc.hidden_act != "silu":
         raise ValueError(f"{what}: unsupported resampler hidden_act {pc.hidden_act!r}; expected 'silu'")
-    state = {f"resampler.{k}": v for k, v in resampler.state_dict().items()}
+    sd = {f"resampler.{k}": v for k, v in resampler.state_dict().items()}
     projection = getattr(connector, "modality_projection", None)
     if projection is not None:
         if type(projection.act_fn).__name__ not in ("SiLU", "SiLUActivation"):
             raise ValueError(f"{what}: unsupported modality_projection activation {type(projection.act_fn).__name__}; expected SiLU")
-        state.update({f"projection.{k}": v for k, v in projection.state_dict().items()})
-    weights = WeightMap(state, what)
+        sd.update({f"projection.{k}": v for k, v in projection.state_dict().items()})
 
-    latents = weights.take("resampler.latents")  # (K, D)
-    d = latents.shape[1]
-    new = {"latents": latents, "norm.weight": weights.take("resampler.norm.weight")}
-    input_mlp_dim, in_dim = None, d
+    plan: Plan = {"latents": ("resampler.latents", None), "norm.weight": ("resampler.norm.weight", None)}
     if projection is not None:
         for name in ("gate_proj", "up_proj", "down_proj"):
-            new[f"input_proj.{name}.weight"] = weights.take(f"projection.{name}.weight")
-        input_mlp_dim, in_dim = new["input_proj.gate_proj.weight"].shape
+            plan[f"input_proj.{name}.weight"] = (f"projection.{name}.weight", None)
+    names = {"norm_latents": "input_latents_norm", "norm_media": "input_context_norm", "norm_mlp": "post_attention_layernorm",
+             "attn.q_proj": "self_attn.q_proj", "attn.k_proj": "self_attn.k_proj", "attn.v_proj": "self_attn.v_proj",
+             "attn.out_proj": "self_attn.o_proj", "mlp.gate_proj": "mlp.gate_proj", "mlp.up_proj": "mlp.up_proj",
+             "mlp.down_proj": "mlp.down_proj"}
+    for i in range(pc.resampler_depth):
+        for ours, theirs in names.items():
+            plan[f"layers.{i}.{ours}.weight"] = (f"resampler.layers.{i}.{theirs}.weight", None)
+    source = f"a {type(resampler).__name__} ({what})"
+    new = apply_plan(sd, plan, source)
+    latents = new["latents"]  # (K, D)
+    d = latents.shape[1]
+    input_mlp_dim, in_dim = new["input_proj.gate_proj.weight"].shape if projection is not None else (None, d)
     config = PerceiverResamplerBridgeConfig(
         in_dim=in_dim, out_dim=d, num_latents=latents.shape[0], depth=pc.resampler_depth,
         num_heads=pc.resampler_n_heads, head_dim=pc.resampler_head_dim, num_kv_heads=pc.num_key_value_heads,
         mlp_dim=4 * d, mlp="swiglu", norm="rmsnorm", norm_eps=pc.rms_norm_eps, bias=False,
         input_projection="swiglu" if projection is not None else "none", input_mlp_dim=input_mlp_dim,
     )
-    names = {"norm_latents": "input_latents_norm", "norm_media": "input_context_norm", "norm_mlp": "post_attention_layernorm",
-             "attn.q_proj": "self_attn.q_proj", "attn.k_proj": "self_attn.k_proj", "attn.v_proj": "self_attn.v_proj",
-             "attn.out_proj": "self_attn.o_proj", "mlp.gate_proj": "mlp.gate_proj", "mlp.up_proj": "mlp.up_proj",
-             "mlp.down_proj": "mlp.down_proj"}
-    for i in range(config.depth):
-        for ours, theirs in names.items():
-            new[f"layers.{i}.{ours}.weight"] = weights.take(f"resampler.layers.{i}.{theirs}.weight")
-    weights.finish()
-    ours = PerceiverResamplerBridge(config)
-    ours.load_state_dict(new)
-    return ours.train(resampler.training)
+    return load_exact(PerceiverResamplerBridge(config), new, source).train(resampler.training)

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 
-from mmllm_course.bridges.base import Bridge, check_mask_2d, check_positive, resolve_config
+from mmllm_course._checks import check_choice, check_int, check_tensor
+from mmllm_course._convert import apply_plan, load_exact, resolve_hf_model
+from mmllm_course.bridges.base import Bridge, resolve_config
 from mmllm_course.bridges.mlp import MLPBridge, MLPBridgeConfig
 from mmllm_course.nn.transformer import ACTIVATIONS
 
@@ -47,11 +49,8 @@ def pixel_shuffle(x: torch.Tensor, ratio: int) -> torch.Tensor:
     Token ``(i, j)`` of the output holds the tokens ``(r*i + a, r*j + b)`` for ``a, b`` in ``0..r-1``,
     ordered ``a`` (row offset) first, then ``b``, then the channel, as Idefics3 / SmolVLM do.
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"pixel_shuffle expects a torch.Tensor (B, N, D), got {type(x).__name__}")
-    if x.dim() != 3:
-        raise ValueError(f"pixel_shuffle expects (B, N, D), got shape {tuple(x.shape)}")
-    check_positive("ratio", ratio)
+    check_tensor(x, "pixel_shuffle: x", "(B, N, D)", ndim=3)
+    check_int(ratio, "ratio")
     side = _grid_side(x.shape[1], ratio, "pixel_shuffle")
     # Teaching form: rearrange(x, "b (h r1 w r2) d -> b (h w) (r1 r2 d)", r1=ratio, r2=ratio, h=side // ratio)
     b, _, d = x.shape
@@ -78,11 +77,10 @@ class TokenMergeBridgeConfig:
 
     def __post_init__(self) -> None:
         for name in ("in_dim", "out_dim", "ratio", "depth"):
-            check_positive(name, getattr(self, name))
+            check_int(getattr(self, name), name)
         if self.hidden_dim is not None:
-            check_positive("hidden_dim", self.hidden_dim)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            check_int(self.hidden_dim, "hidden_dim")
+        check_choice(self.activation, "activation", ACTIVATIONS)
 
 
 class TokenMergeBridge(Bridge):
@@ -98,12 +96,12 @@ class TokenMergeBridge(Bridge):
         ))
 
     def num_output_tokens(self, n: int) -> int:
-        check_positive("n", n)
+        check_int(n, "n")
         return (_grid_side(n, self.config.ratio, type(self).__name__) // self.config.ratio) ** 2
 
     def output_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """A merged token is real when any of its r x r source tokens is: (B, N) -> (B, N / r^2)."""
-        mask = check_mask_2d(mask, type(self).__name__)
+        mask = self.check_mask(mask)
         merged = pixel_shuffle(mask.to(torch.float32)[..., None], self.config.ratio)  # (B, K, r*r)
         return merged.amax(dim=-1) > 0
 
@@ -125,31 +123,26 @@ def token_merge_bridge_from_transformers(model_or_path: object) -> TokenMergeBri
     ``"idefics3"`` or ``"smolvlm"``; any other type is refused). Live 5.x names:
     ``model.connector.modality_projection.proj.weight`` (bias-free), ratio = ``config.scale_factor``.
     """
-    from mmllm_course.bridges._convert import WeightMap, check_loading_problems, resolve_reference
-
     what = "token_merge_bridge_from_transformers"
-    hf, problems = resolve_reference(
-        model_or_path,
+    hf = resolve_hf_model(
+        model_or_path, what,
         {"idefics3": "Idefics3ForConditionalGeneration", "smolvlm": "SmolVLMForConditionalGeneration"},
-        ("Idefics3Connector", "SmolVLMConnector"), what,
+        only={"idefics3": ("connector.",), "smolvlm": ("connector.",)},
+        module_classes=("Idefics3Connector", "SmolVLMConnector"),
     )
-    check_loading_problems(problems, ("connector.",), what)
     connector = hf
     for attr in ("model", "connector"):
         connector = getattr(connector, attr, connector)
     if type(connector).__name__ not in ("Idefics3Connector", "SmolVLMConnector"):
         raise ValueError(f"{what}: found no Idefics3Connector / SmolVLMConnector in a {type(hf).__name__}")
     ratio = int(connector.scale_factor)
-    weights = WeightMap(connector.state_dict(), what)
-    w = weights.take("modality_projection.proj.weight")  # (D_llm, r*r*D_in)
-    new = {"proj.layers.0.weight": w}
-    bias = "modality_projection.proj.bias" in weights
-    if bias:
-        new["proj.layers.0.bias"] = weights.take("modality_projection.proj.bias")
-    weights.finish()
+    sd = connector.state_dict()
+    bias = "modality_projection.proj.bias" in sd
+    plan = {f"proj.layers.0.{p}": (f"modality_projection.proj.{p}", None) for p in ("weight", "bias")[: 1 + bias]}
+    source = f"a {type(connector).__name__} ({what})"
+    new = apply_plan(sd, plan, source)
+    w = new["proj.layers.0.weight"]  # (D_llm, r*r*D_in)
     if w.shape[1] % (ratio * ratio):
         raise ValueError(f"{what}: projection input width {w.shape[1]} is not divisible by scale_factor^2 = {ratio * ratio}")
     config = TokenMergeBridgeConfig(in_dim=w.shape[1] // ratio**2, out_dim=w.shape[0], ratio=ratio, depth=1, bias=bias)
-    ours = TokenMergeBridge(config)
-    ours.load_state_dict(new)
-    return ours.train(connector.training)
+    return load_exact(TokenMergeBridge(config), new, source).train(connector.training)

@@ -34,23 +34,18 @@ from mmllm_course._checks import (
     check_tensor,
     describe,
 )
+from mmllm_course._convert import apply_plan as _apply_plan
+from mmllm_course._convert import folder_model_type as _folder_model_type
+from mmllm_course._convert import load_exact as _load_exact
+from mmllm_course._convert import refuse_model_type as _refuse_model_type
+from mmllm_course._convert import resolve_hf_model as _resolve_hf_model
 from mmllm_course.encoders.text import (
     TextTransformer,
     TextTransformerConfig,
     clip_text_config_from_hf,
     clip_text_plan,
 )
-from mmllm_course.encoders.vit import (
-    ViT,
-    ViTConfig,
-    _apply_plan,
-    _folder_model_type,
-    _load_exact,
-    _refuse_model_type,
-    _resolve_hf_model,
-    clip_vision_config_from_hf,
-    clip_vision_plan,
-)
+from mmllm_course.encoders.vit import ViT, ViTConfig, clip_vision_config_from_hf, clip_vision_plan
 
 
 def _clip_vision_default() -> ViTConfig:

@@ -24,7 +24,12 @@ import torch
 from torch import nn
 
 from mmllm_course._checks import InputTypeError, check_dropout, check_int, check_number, check_tensor, describe, keep_mask
-from mmllm_course.encoders.vit import Plan, _activation_from_hf, _apply_plan, _dropout_from_hf, _load_exact, _resolve_hf_model
+from mmllm_course._convert import Plan
+from mmllm_course._convert import activation_from_hf as _activation_from_hf
+from mmllm_course._convert import apply_plan as _apply_plan
+from mmllm_course._convert import dropout_from_hf as _dropout_from_hf
+from mmllm_course._convert import load_exact as _load_exact
+from mmllm_course._convert import resolve_hf_model as _resolve_hf_model
 from mmllm_course.nn.position import LearnedPositionEmbedding
 from mmllm_course.nn.transformer import ACTIVATIONS, TransformerBlock
 

@@ -28,10 +28,7 @@ weights. Images of another floating dtype are cast to the parameter dtype (as ``
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from einops import rearrange
@@ -45,6 +42,14 @@ from mmllm_course._checks import (
     check_number,
     describe,
     to_module_dtype,
+)
+from mmllm_course._convert import (
+    Plan,
+    activation_from_hf,
+    apply_plan,
+    dropout_from_hf,
+    load_exact,
+    resolve_hf_model,
 )
 from mmllm_course.encoders.patches import VisionEmbeddings, check_image_size
 from mmllm_course.nn.transformer import ACTIVATIONS, TransformerBlock
@@ -187,131 +192,8 @@ class ViT(nn.Module):
 
 # --- weights from transformers -------------------------------------------------------------------
 #
-# A converter must never return a model with weights it did not load. So each one
-#   1. checks the checkpoint's ``model_type`` (a folder's ``config.json`` is read BEFORE anything is
-#      loaded, so a saved CLIPModel folder is never opened as a freshly initialised ViTModel),
-#   2. maps names with a plan (ours <- theirs) and fails when a weight it needs is missing or a
-#      source weight is left unused (a few heads we deliberately do not port are named and skipped),
-#   3. compares shapes before ``load_state_dict``.
-
-# Every model_type this library converts, and the function that converts it.
-SUPPORTED_MODEL_TYPES: dict[str, str] = {
-    "vit": "vit_from_transformers",
-    "clip": "clip_from_transformers (one tower: clip_vision_from_transformers, clip_text_from_transformers)",
-    "clip_vision_model": "clip_vision_from_transformers",
-    "clip_text_model": "clip_text_from_transformers",
-}
-
-_HF_ACTIVATIONS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
-
-
-def _activation_from_hf(hidden_act: str) -> str:
-    if not isinstance(hidden_act, str) or hidden_act not in _HF_ACTIVATIONS:
-        raise ValueError(f"unsupported hidden_act {hidden_act!r}: expected one of {sorted(_HF_ACTIVATIONS)}")
-    return _HF_ACTIVATIONS[hidden_act]
-
-
-def _refuse_model_type(model_type: object, converter: str, accepted: dict[str, str], what: str) -> None:
-    if model_type in accepted:
-        return
-    supported = "; ".join(f"{t!r} -> {fn}" for t, fn in SUPPORTED_MODEL_TYPES.items())
-    raise ValueError(
-        f"{converter} converts model_type {sorted(accepted)}, got {what} with model_type {model_type!r}. "
-        f"This library converts only: {supported}. Other architectures (DeiT, DINOv2, SigLIP, ...) differ "
-        "in layers or weights and are not supported."
-    )
-
-
-def _folder_model_type(path: str) -> str | None:
-    """The ``model_type`` of a saved folder's ``config.json`` (or of a hub name, via ``AutoConfig``), read before loading."""
-    folder = Path(path)
-    if folder.is_dir():
-        config_file = folder / "config.json"
-        if not config_file.is_file():
-            raise ValueError(f"{path!r} is a folder without a config.json: expected a folder written by save_pretrained")
-        try:
-            return json.loads(config_file.read_text()).get("model_type")
-        except (json.JSONDecodeError, AttributeError) as err:
-            raise ValueError(f"{config_file} is not a valid transformers config: {err}") from err
-    if os.path.isabs(path) or path.startswith((".", "~")) or folder.exists():
-        raise ValueError(f"{path!r} is not a folder: expected a folder written by save_pretrained (or a hub model name)")
-    import transformers  # lazy: importing transformers takes seconds
-
-    try:  # a hub name: transformers reads its config from the local cache or the network
-        return transformers.AutoConfig.from_pretrained(path).model_type
-    except (OSError, ValueError) as err:
-        raise ValueError(
-            f"could not read a transformers checkpoint from {path!r}: it is not a local folder, and transformers "
-            f"could not load a config by that name (offline, or no such model). Original error: {err}"
-        ) from err
-
-
-def _resolve_hf_model(
-    model_or_path: object, converter: str, accepted: dict[str, str], ignore: tuple[str, ...] = ()
-) -> nn.Module:
-    """The ``transformers`` model to convert: an object is checked, a folder (or hub name) checked then loaded.
-
-    ``accepted`` maps each allowed ``model_type`` to the ``transformers`` class that loads a folder of
-    that type. Loading reports missing, unexpected and mismatched weights; any of them (except names
-    starting with ``ignore``: heads we do not port) raises instead of leaving random weights behind.
-    """
-    if isinstance(model_or_path, (str, os.PathLike)):
-        path = os.fspath(model_or_path)
-        model_type = _folder_model_type(path)
-        _refuse_model_type(model_type, converter, accepted, f"the checkpoint {path!r}")
-        import transformers  # lazy: importing transformers takes seconds
-
-        hf, info = getattr(transformers, accepted[model_type]).from_pretrained(path, output_loading_info=True)
-        problems = {
-            kind: sorted(k for k in info.get(kind, ()) if not str(k).startswith(ignore))
-            for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
-        }
-        if any(problems.values()):
-            listed = "; ".join(f"{kind.replace('_', ' ')}: {keys[:12]}" for kind, keys in problems.items() if keys)
-            raise ValueError(f"the checkpoint {path!r} does not hold exactly the weights of a {accepted[model_type]}: {listed}")
-        return hf
-    if not isinstance(model_or_path, nn.Module):
-        raise InputTypeError(
-            f"{converter} expects a transformers model (types {sorted(accepted)}) or the path of a folder saved "
-            f"with save_pretrained, got {describe(model_or_path)}"
-        )
-    model_type = getattr(getattr(model_or_path, "config", None), "model_type", None)
-    _refuse_model_type(model_type, converter, accepted, f"a {type(model_or_path).__name__}")
-    return model_or_path
-
-
-# A plan maps each of our names to (their name, transform or None); an optional entry also has a default.
-Plan = dict[str, tuple]
-
-
-def _apply_plan(sd: dict[str, torch.Tensor], plan: Plan, source: str, ignore: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """Our state dict from theirs; a ValueError listing every missing weight and every source weight left unused."""
-    missing = [theirs for theirs, *rest in plan.values() if theirs not in sd and len(rest) < 2]
-    used = {theirs for theirs, *_ in plan.values()}
-    unused = sorted(k for k in sd if k not in used and not k.startswith(ignore))
-    if missing or unused:
-        raise ValueError(
-            f"cannot convert {source} exactly: missing weights {missing[:12]}{' ...' if len(missing) > 12 else ''}, "
-            f"unused source weights {unused[:12]}{' ...' if len(unused) > 12 else ''}"
-        )
-    new = {}
-    for ours, (theirs, transform, *default) in plan.items():
-        value = sd[theirs] if theirs in sd else default[0]()
-        new[ours] = transform(value) if transform is not None else value
-    return new
-
-
-def _load_exact(ours: nn.Module, new: dict[str, torch.Tensor], source: str) -> nn.Module:
-    """``load_state_dict`` after comparing names and shapes, with a ValueError that lists every difference."""
-    expected = ours.state_dict()
-    missing, extra = sorted(set(expected) - set(new)), sorted(set(new) - set(expected))
-    shapes = [f"{k}: ours {tuple(expected[k].shape)}, theirs {tuple(new[k].shape)}"
-              for k in expected if k in new and expected[k].shape != new[k].shape]
-    if missing or extra or shapes:
-        raise ValueError(f"cannot load {source} into {type(ours).__name__}: missing {missing[:12]}, extra {extra[:12]}, shapes {shapes[:6]}")
-    ours.load_state_dict(new)
-    return ours
-
+# The shared converter plumbing (model_type check before loading, plans that fail on a missing or an
+# unused weight, shape check before ``load_state_dict``) lives in ``mmllm_course._convert``.
 
 def _block_plan(src: str, dst: str, names: dict[str, str], optional_bias: bool = False) -> Plan:
     """Plan for one HF layer (prefix ``src``) onto a :class:`TransformerBlock` (prefix ``dst``); ``names`` maps ours -> theirs.
@@ -343,10 +225,6 @@ def _conv_to_linear(weight: torch.Tensor) -> torch.Tensor:
     return rearrange(weight, "d c p1 p2 -> d (p1 p2 c)")
 
 
-def _dropout_from_hf(value: object, name: str) -> float:
-    return check_dropout(float(value or 0.0), name)
-
-
 _VIT_HEADS = ("pooler.", "embeddings.mask_token", "classifier.")  # not ported: dense+tanh pooler, MIM mask token, class head
 
 
@@ -362,16 +240,16 @@ def vit_from_transformers(model_or_path: object) -> ViT:
     our ``pooled`` is the normalised [CLS] token (``last_hidden_state[:, 0]``). Dropout carries over:
     ``hidden_dropout_prob`` -> ``dropout``, ``attention_probs_dropout_prob`` -> ``attention_dropout``.
     """
-    hf = _resolve_hf_model(model_or_path, "vit_from_transformers", {"vit": "ViTModel"}, ignore=_VIT_HEADS)
+    hf = resolve_hf_model(model_or_path, "vit_from_transformers", {"vit": "ViTModel"}, ignore=_VIT_HEADS)
     hf = getattr(hf, "vit", hf)  # ViTForImageClassification wraps a ViTModel
     c = hf.config
     config = ViTConfig(
         image_size=c.image_size, patch_size=c.patch_size, in_channels=c.num_channels, dim=c.hidden_size,
         depth=c.num_hidden_layers, num_heads=c.num_attention_heads, mlp_dim=c.intermediate_size,
-        pooling="cls", pre_norm=False, final_norm="tokens", activation=_activation_from_hf(c.hidden_act),
+        pooling="cls", pre_norm=False, final_norm="tokens", activation=activation_from_hf(c.hidden_act),
         layer_norm_eps=c.layer_norm_eps, position="learned", patch_bias=True,
-        dropout=_dropout_from_hf(c.hidden_dropout_prob, "hidden_dropout_prob"),
-        attention_dropout=_dropout_from_hf(c.attention_probs_dropout_prob, "attention_probs_dropout_prob"),
+        dropout=dropout_from_hf(c.hidden_dropout_prob, "hidden_dropout_prob"),
+        attention_dropout=dropout_from_hf(c.attention_probs_dropout_prob, "attention_probs_dropout_prob"),
     )
     plan: Plan = {
         "embeddings.cls_token": ("embeddings.cls_token", None),
@@ -387,8 +265,8 @@ def vit_from_transformers(model_or_path: object) -> ViT:
     for i in range(config.depth):
         plan.update(_block_plan(f"layers.{i}.", f"blocks.{i}.", names, optional_bias=True))
     source = f"a {type(hf).__name__} (model_type 'vit')"
-    new = _zeros_for_missing_biases(_apply_plan(hf.state_dict(), plan, source, ignore=_VIT_HEADS))
-    return _load_exact(ViT(config), new, source).train(hf.training)
+    new = _zeros_for_missing_biases(apply_plan(hf.state_dict(), plan, source, ignore=_VIT_HEADS))
+    return load_exact(ViT(config), new, source).train(hf.training)
 
 
 def clip_vision_plan(depth: int, prefix: str = "") -> Plan:
@@ -417,7 +295,7 @@ def clip_vision_state_dict(sd: dict[str, torch.Tensor], depth: int, prefix: str 
     Only the keys under ``prefix`` are considered; a missing one raises a ``ValueError``.
     """
     own = {k: v for k, v in sd.items() if k.startswith(prefix)}
-    return _apply_plan(own, clip_vision_plan(depth, prefix), "a CLIP vision tower")
+    return apply_plan(own, clip_vision_plan(depth, prefix), "a CLIP vision tower")
 
 
 def clip_vision_config_from_hf(c: object) -> ViTConfig:
@@ -429,9 +307,9 @@ def clip_vision_config_from_hf(c: object) -> ViTConfig:
     return ViTConfig(
         image_size=c.image_size, patch_size=c.patch_size, in_channels=c.num_channels, dim=c.hidden_size,
         depth=c.num_hidden_layers, num_heads=c.num_attention_heads, mlp_dim=c.intermediate_size,
-        pooling="cls", pre_norm=True, final_norm="pooled", activation=_activation_from_hf(c.hidden_act),
+        pooling="cls", pre_norm=True, final_norm="pooled", activation=activation_from_hf(c.hidden_act),
         layer_norm_eps=c.layer_norm_eps, position="learned", patch_bias=False,
-        dropout=0.0, attention_dropout=_dropout_from_hf(getattr(c, "attention_dropout", 0.0), "attention_dropout"),
+        dropout=0.0, attention_dropout=dropout_from_hf(getattr(c, "attention_dropout", 0.0), "attention_dropout"),
     )
 
 
@@ -446,9 +324,9 @@ def clip_vision_from_transformers(model_or_path: object) -> ViT:
     ``post_layernorm``. Our ``pooled`` equals CLIP's ``pooler_output``.
     """
     accepted = {"clip_vision_model": "CLIPVisionModel", "clip": "CLIPModel"}
-    hf = _resolve_hf_model(model_or_path, "clip_vision_from_transformers", accepted, ignore=("visual_projection.",))
+    hf = resolve_hf_model(model_or_path, "clip_vision_from_transformers", accepted, ignore=("visual_projection.",))
     hf = getattr(hf, "vision_model", hf)
     config = clip_vision_config_from_hf(hf.config)
     source = f"a {type(hf).__name__} (CLIP vision tower)"
-    new = _apply_plan(hf.state_dict(), clip_vision_plan(config.depth), source)
-    return _load_exact(ViT(config), new, source).train(hf.training)
+    new = apply_plan(hf.state_dict(), clip_vision_plan(config.depth), source)
+    return load_exact(ViT(config), new, source).train(hf.training)

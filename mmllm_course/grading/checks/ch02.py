@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Callable
 
 import torch
@@ -290,6 +290,21 @@ def _loss_leaf(x: torch.Tensor) -> torch.Tensor:
     return x.detach().clone().requires_grad_(True)
 
 
+def _expect_loss(got: Any, expected: torch.Tensor, mistakes: dict[str, float], dtype: torch.dtype, what: str) -> None:
+    """The learner's loss: the reference's value (naming the mistake it equals otherwise), then :func:`_expect_scalar_loss`."""
+    if got is not None and not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"{what} returned {_type_name(got)}; expected a 0-d torch.Tensor (so that .backward() works)")
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        try:
+            expect_close_scalar(got.detach(), expected.item(), what)
+        except CheckFailed as exc:
+            for explanation, wrong in mistakes.items():
+                if abs(got.item() - wrong) <= 1e-5 + 1e-4 * abs(wrong):
+                    raise CheckFailed(f"{exc}. That is {explanation}.") from None
+            raise
+    _expect_scalar_loss(got, dtype, what)
+
+
 def _expect_scalar_loss(got: Any, dtype: torch.dtype, what: str) -> None:
     """A 0-d tensor of ``dtype`` that still has its autograd history (so ``.backward()`` trains the model)."""
     if got is None:
@@ -356,17 +371,7 @@ def _check_clip_loss(fn) -> str:
         _expect_distinct(mistakes, expected.item(), what)
         leaf = _loss_leaf(logits)
         got = call(fn, leaf)
-        if got is not None and not isinstance(got, torch.Tensor):
-            raise CheckFailed(f"{what} returned {_type_name(got)}; expected a 0-d torch.Tensor (so that .backward() works)")
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            try:
-                expect_close_scalar(got.detach(), expected.item(), what)
-            except CheckFailed as exc:
-                for explanation, wrong in mistakes.items():
-                    if abs(got.item() - wrong) <= 1e-5 + 1e-4 * abs(wrong):
-                        raise CheckFailed(f"{exc}. That is {explanation}.") from None
-                raise
-        _expect_scalar_loss(got, dtype, what)
+        _expect_loss(got, expected, mistakes, dtype, what)
         t = torch.arange(b)
         half = [torch.autograd.grad(F.cross_entropy(ref_leaf, t) / 2, ref_leaf)[0]]
         other = [torch.autograd.grad(F.cross_entropy(ref_leaf.T, t) / 2, ref_leaf)[0]]
@@ -475,13 +480,27 @@ def _owner(module: nn.Module, name: str) -> nn.Module:
     return module
 
 
-def _first_difference(mine: nn.Module, ref: nn.Module, inputs: list[tuple], run_mine: Callable, run_ref: Callable,
-                      mistakes: dict[str, Callable]) -> str | None:
+def _variants(variant: Callable, table: dict[str, dict[str, Any]]) -> dict[str, Callable]:
+    """Named mistakes from a table {explanation: keyword arguments of ``variant``}: each one a ``variant`` with them bound."""
+    return {explanation: partial(variant, **kwargs) for explanation, kwargs in table.items()}
+
+
+def _run_learner(module: nn.Module, x: torch.Tensor, causal: bool) -> Any:
+    """The learner's module returns the output alone."""
+    return module(x, causal=causal)
+
+
+def _run_library(module: nn.Module, x: torch.Tensor, causal: bool) -> torch.Tensor:
+    """The library's modules return (output, attention weights): the output."""
+    return module(x, causal=causal)[0]
+
+
+def _first_difference(mine: nn.Module, ref: nn.Module, inputs: list[tuple], mistakes: dict[str, Callable]) -> str | None:
     """The explanation of the named mistake the learner's output equals, on the first input where it is wrong."""
     with torch.no_grad():
         for args in inputs:
-            expected = run_ref(ref, *args)
-            got = call(run_mine, mine, *args)
+            expected = _run_library(ref, *args)
+            got = call(_run_learner, mine, *args)
             if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
                 return None
             if same_values(got, expected):
@@ -494,8 +513,8 @@ def _first_difference(mine: nn.Module, ref: nn.Module, inputs: list[tuple], run_
     return None
 
 
-def _check_module(cls: Any, name: str, ctor: tuple, ref: nn.Module, inputs: list[tuple], run_mine: Callable,
-                  run_ref: Callable, mistakes: dict[str, Callable]) -> None:
+def _check_module(cls: Any, name: str, ctor: tuple, ref: nn.Module, inputs: list[tuple],
+                  mistakes: dict[str, Callable]) -> None:
     """Build ``cls(*ctor)``, load ``ref``'s weights into it, compare outputs and gradients, name a known mistake."""
     what = f"{name}({', '.join(map(str, ctor))})"
     mine = build_learner_module(cls, what, *ctor)
@@ -503,7 +522,7 @@ def _check_module(cls: Any, name: str, ctor: tuple, ref: nn.Module, inputs: list
     # A first call with clear messages for the usual shape slips.
     x, causal = inputs[0]
     with torch.no_grad():
-        got = call(run_mine, mine, x.clone(), causal)
+        got = call(_run_learner, mine, x.clone(), causal)
     if isinstance(got, tuple):
         raise CheckFailed(
             f"{what}(x {tuple(x.shape)}, causal={causal}) returned a tuple of {len(got)}; return only the output "
@@ -511,13 +530,13 @@ def _check_module(cls: Any, name: str, ctor: tuple, ref: nn.Module, inputs: list
         )
 
     def forward(module, *args):
-        return run_ref(module, *args) if module is ref else run_mine(module, *args)
+        return _run_library(module, *args) if module is ref else _run_learner(module, *args)
 
     try:
         expect_same_forward(mine, ref, inputs, what, forward=forward)
     except CheckFailed as exc:
         if "gradient" not in str(exc):
-            explanation = _first_difference(mine, ref, inputs, run_mine, run_ref, mistakes)
+            explanation = _first_difference(mine, ref, inputs, mistakes)
             if explanation:
                 raise CheckFailed(f"{exc}. Your output equals {explanation}.") from None
         raise
@@ -570,36 +589,28 @@ def _mha_variant(ref: _RefMultiHeadAttention, x: torch.Tensor, causal: bool, *, 
     return ref.out_proj(out) if out_proj else out
 
 
-_MHA_MISTAKES: dict[str, Callable] = {
+_MHA_MISTAKES: dict[str, Callable] = _variants(_mha_variant, {
     "attention WITHOUT the output projection: the merged heads must go through out_proj (W_O)":
-        lambda r, x, c: _mha_variant(r, x, c, out_proj=False),
+        dict(out_proj=False),
     "heads split with the head index varying fastest (channels h, h+H, ... to head h); head h must own the "
     "contiguous channels h*Dh .. (h+1)*Dh - 1 (view(B, N, H, Dh).transpose(1, 2))":
-        lambda r, x, c: _mha_variant(r, x, c, split="fastest"),
+        dict(split="fastest"),
     "heads made with reshape(B, H, N, Dh) without a transpose: that cuts the TOKENS into H groups instead of each "
     "token's channels; view(B, N, H, Dh) then transpose(1, 2)":
-        lambda r, x, c: _mha_variant(r, x, c, split="reshape"),
+        dict(split="reshape"),
     "attention with the causal flag ignored: with causal=True, query i may only see keys 0..i":
-        lambda r, x, c: _mha_variant(r, x, c, keep="none"),
+        dict(keep="none"),
     "a causal mask the wrong way round: query i sees keys i..N-1 (the future); keep the LOWER triangle (tril)":
-        lambda r, x, c: _mha_variant(r, x, c, keep="triu"),
+        dict(keep="triu"),
     "a causal mask used inverted (the lower triangle masked out instead of kept): True = keep, so masked_fill(~mask, -inf)":
-        lambda r, x, c: _mha_variant(r, x, c, keep="inverted"),
+        dict(keep="inverted"),
     "scores scaled by 1/sqrt(D), the model width; the scale is 1/sqrt(Dh), the width of ONE head":
-        lambda r, x, c: _mha_variant(r, x, c, scale="model"),
+        dict(scale="model"),
     "attention without the 1/sqrt(Dh) scale":
-        lambda r, x, c: _mha_variant(r, x, c, scale="none"),
+        dict(scale="none"),
     "ONE head of width D (num_heads ignored): split q, k and v into num_heads heads of D/num_heads channels":
-        lambda r, x, c: _mha_variant(r, x, c, heads=1, scale="model"),
-}
-
-
-def _run_learner_attention(module, x, causal):
-    return module(x, causal=causal)
-
-
-def _run_library_attention(module, x, causal):
-    return module(x, causal=causal)[0]
+        dict(heads=1, scale="model"),
+})
 
 
 @exercise(
@@ -611,8 +622,7 @@ def _run_library_attention(module, x, causal):
 def _check_multi_head_attention(cls) -> str:
     for dim, heads, seed in _MHA_CASES:
         ref = _randomize(_RefMultiHeadAttention(dim, heads), seed)
-        _check_module(cls, "MultiHeadAttention", (dim, heads), ref, _mha_inputs(dim, seed),
-                      _run_learner_attention, _run_library_attention, _MHA_MISTAKES)
+        _check_module(cls, "MultiHeadAttention", (dim, heads), ref, _mha_inputs(dim, seed), _MHA_MISTAKES)
     return ("with the library's weights loaded, your MultiHeadAttention gives the library's outputs and gradients, "
             "with and without the causal mask.")
 
@@ -655,38 +665,30 @@ def _block_variant(ref: _RefTransformerBlock, x: torch.Tensor, causal: bool, *, 
     return m if kind in ("no_mlp_residual", "no_residual") else x + m
 
 
-_BLOCK_MISTAKES: dict[str, Callable] = {
+_BLOCK_MISTAKES: dict[str, Callable] = _variants(_block_variant, {
     "a POST-norm block, x = ln(x + sublayer(x)); this block is pre-norm: x = x + attn(ln1(x)), then x = x + mlp(ln2(x))":
-        lambda r, x, c: _block_variant(r, x, c, kind="post"),
+        dict(kind="post"),
     "a block without the attention's residual connection: x = x + attn(ln1(x)), not x = attn(ln1(x))":
-        lambda r, x, c: _block_variant(r, x, c, kind="no_attn_residual"),
+        dict(kind="no_attn_residual"),
     "a block without the MLP's residual connection: x = x + mlp(ln2(x)), not x = mlp(ln2(x))":
-        lambda r, x, c: _block_variant(r, x, c, kind="no_mlp_residual"),
+        dict(kind="no_mlp_residual"),
     "a block without any residual connection: each sub-layer ADDS to x (x = x + ...)":
-        lambda r, x, c: _block_variant(r, x, c, kind="no_residual"),
+        dict(kind="no_residual"),
     "a block whose residual carries the NORMALISED tokens (x = ln1(x) and then x + attn(x)): the LayerNorm goes "
     "inside the branch only, the residual stream stays un-normalised":
-        lambda r, x, c: _block_variant(r, x, c, kind="normed_residual"),
+        dict(kind="normed_residual"),
     "a block that uses ln1 before the MLP too; ln2 belongs to the MLP":
-        lambda r, x, c: _block_variant(r, x, c, kind="ln1_twice"),
+        dict(kind="ln1_twice"),
     "attention and MLP side by side on the same input (x + attn(ln1(x)) + mlp(ln2(x))); the MLP reads the output "
     "of the attention's residual step":
-        lambda r, x, c: _block_variant(r, x, c, kind="parallel"),
+        dict(kind="parallel"),
     "an MLP with ReLU; the library's MLP uses GELU (nn.GELU(), the exact erf form)":
-        lambda r, x, c: _block_variant(r, x, c, kind="relu"),
+        dict(kind="relu"),
     "an MLP with GELU's tanh approximation; the library uses the exact GELU, nn.GELU() (approximate='none')":
-        lambda r, x, c: _block_variant(r, x, c, kind="gelu_tanh"),
+        dict(kind="gelu_tanh"),
     "a block that does not pass causal on to its attention: with causal=True, token i may only see tokens 0..i":
-        lambda r, x, c: _block_variant(r, x, c, kind="no_causal"),
-}
-
-
-def _run_learner_block(module, x, causal):
-    return module(x, causal=causal)
-
-
-def _run_library_block(module, x, causal):
-    return module(x, causal=causal)[0]
+        dict(kind="no_causal"),
+})
 
 
 @exercise(
@@ -699,7 +701,7 @@ def _check_transformer_block(cls) -> str:
     for dim, heads, mlp_dim, seed in _BLOCK_CASES:
         ref = _randomize(_RefTransformerBlock(dim, heads, hidden_dim=mlp_dim), seed, std=0.25)
         _check_module(cls, "TransformerBlock", (dim, heads, mlp_dim), ref, _block_inputs(dim, seed),
-                      _run_learner_block, _run_library_block, _BLOCK_MISTAKES)
+                      _BLOCK_MISTAKES)
     return ("with the library's weights loaded, your pre-norm block gives the library's outputs and gradients, "
             "causal or not.")
 
@@ -753,21 +755,21 @@ def _vit_mistakes(model: ViT) -> dict[str, Callable]:
     out = {
         f"{other_pool!r} pooling where this model's config says pooling={c.pooling!r}: "
         + ("[CLS] is x[:, 0]" if c.pooling == "cls" else "the mean of the PATCH tokens is x[:, 1:].mean(dim=1)"):
-            lambda m, im: _vit_variant(m, im, pooling=other_pool),
+            partial(_vit_variant, pooling=other_pool),
         f"the final LayerNorm placed as for final_norm={other_norm!r}; this model says final_norm={c.final_norm!r}: "
         + ("normalise every token, then pool" if c.final_norm == "tokens" else "pool the raw tokens, then normalise only the pooled vector"):
-            lambda m, im: _vit_variant(m, im, final_norm=other_norm),
-        "a forward without the final LayerNorm (model.norm)": lambda m, im: _vit_variant(m, im, final=False),
+            partial(_vit_variant, final_norm=other_norm),
+        "a forward without the final LayerNorm (model.norm)": partial(_vit_variant, final=False),
     }
     if c.pooling == "mean":
         out["a mean over ALL tokens, [CLS] included; mean pooling averages the patch tokens only, x[:, 1:]"] = (
-            lambda m, im: _vit_variant(m, im, mean_with_cls=True))
+            partial(_vit_variant, mean_with_cls=True))
     if c.pre_norm:
         out["a forward that skips model.pre_norm (CLIP's LayerNorm on the embeddings before the first block)"] = (
-            lambda m, im: _vit_variant(m, im, pre_norm=False))
+            partial(_vit_variant, pre_norm=False))
     if c.pixel_mean is not None:
         out["a forward without the pixel normalisation: this model has pixel_mean and pixel_std, so the images "
-            "become (images - model.pixel_mean) / model.pixel_std first"] = lambda m, im: _vit_variant(m, im, pixels=False)
+            "become (images - model.pixel_mean) / model.pixel_std first"] = partial(_vit_variant, pixels=False)
     return out
 
 
@@ -1085,17 +1087,7 @@ def _check_siglip_loss(fn) -> str:
         _expect_distinct(mistakes, expected.item(), what)
         inputs = [_loss_leaf(t) for t in (img, txt, s, bb)]
         got = call(fn, *inputs)
-        if got is not None and not isinstance(got, torch.Tensor):
-            raise CheckFailed(f"{what} returned {_type_name(got)}; expected a 0-d torch.Tensor (so that .backward() works)")
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            try:
-                expect_close_scalar(got.detach(), expected.item(), what)
-            except CheckFailed as exc:
-                for explanation, wrong in mistakes.items():
-                    if abs(got.item() - wrong) <= 1e-5 + 1e-4 * abs(wrong):
-                        raise CheckFailed(f"{exc}. That is {explanation}.") from None
-                raise
-        _expect_scalar_loss(got, dtype, what)
+        _expect_loss(got, expected, mistakes, dtype, what)
         _expect_same_grads(got, expected, inputs, ref_inputs,
                            ["image_embeds", "text_embeds", "logit_scale", "logit_bias"], what)
     return ("your loss and its gradients (with respect to both embeddings, the scale and the bias) equal SigLIP's, "
