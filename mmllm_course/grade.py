@@ -41,7 +41,9 @@ def _kernel_manager():
     if sys.platform == "win32":
         return KernelManager(kernel_name="python3", kernel_spec_manager=CurrentPythonSpecs())
     sockets = os.path.join(tempfile.mkdtemp(prefix="mmllm-kernel-"), "kernel")
-    return KernelManager(kernel_name="python3", kernel_spec_manager=CurrentPythonSpecs(), transport="ipc", ip=sockets)
+    km = KernelManager(kernel_name="python3", kernel_spec_manager=CurrentPythonSpecs(), transport="ipc", ip=sockets)
+    km.socket_dir = os.path.dirname(sockets)  # removed by the caller once the kernel is gone
+    return km
 
 
 def grade_notebook(path: Path, cell_timeout: int = 300) -> dict:
@@ -61,9 +63,10 @@ def grade_notebook(path: Path, cell_timeout: int = 300) -> dict:
         # The kernel inherits this environment: results go to the report, nothing raises, no GUI, no bars.
         os.environ.update(MMLLM_GRADE_REPORT=str(report), MMLLM_STRICT="0", MPLBACKEND="Agg", TQDM_DISABLE="1")
         start = time.perf_counter()
+        km = _kernel_manager()
         try:
             client = NotebookClient(
-                nb, timeout=cell_timeout, allow_errors=True, km=_kernel_manager(), resources={"metadata": {"path": str(path.parent)}}
+                nb, timeout=cell_timeout, allow_errors=True, km=km, resources={"metadata": {"path": str(path.parent)}}
             )
             client.execute()
         except Exception as exc:  # noqa: BLE001 - a kernel that dies is reported, not raised
@@ -73,6 +76,8 @@ def grade_notebook(path: Path, cell_timeout: int = 300) -> dict:
         finally:
             os.environ.clear()
             os.environ.update(saved)
+            if getattr(km, "socket_dir", None):
+                shutil.rmtree(km.socket_dir, ignore_errors=True)
         seconds = time.perf_counter() - start
         lines = report.read_text().splitlines() if report.exists() else []
 

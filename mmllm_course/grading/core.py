@@ -365,6 +365,14 @@ def _can_be_caught(code, offset: int) -> bool:
     return False
 
 
+_GRADER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _is_grader_code(code) -> bool:
+    """Code of the grading package (this module, the checks): never interrupted mid-way by the stopper."""
+    return code.co_filename.startswith(_GRADER_DIR)
+
+
 class _Stopper:
     """Stop the check after ``seconds`` (SIGALRM) or on Ctrl-C (SIGINT), whatever the learner's code catches.
 
@@ -375,8 +383,9 @@ class _Stopper:
     back, say): there no handler of that function can catch it, and the frame unwinds. Raising
     from a trace function turns tracing off, so the timer fires again every ``REFIRE_S`` seconds
     and re-installs it, and the next frame up unwinds the same way. A function that never leaves
-    its ``try`` gets the exception anyway after ``PATIENCE`` instructions. Frames of this module are
-    never traced, so the grader's own clean-up runs undisturbed. Needs ``signal.setitimer`` and the
+    its ``try`` gets the exception anyway after ``PATIENCE`` instructions. Frames of the grading
+    package are never traced, and the signal waits for learner code before raising (up to a second),
+    so a check's own clean-up (``finally: model.train(was_training)``) runs undisturbed. Needs ``signal.setitimer`` and the
     main thread (Linux, macOS, notebooks); elsewhere checks run without a time limit, as before.
     """
 
@@ -392,6 +401,7 @@ class _Stopper:
         self._previous_trace = None
         self._previous_handlers: dict = {}
         self._waited = 0
+        self._fires = 0
 
     def arm(self) -> None:
         if not self.active:
@@ -416,17 +426,22 @@ class _Stopper:
             return
         self.fired = kind if kind is CheckInterrupted else (self.fired or kind)  # Ctrl-C wins over the timer
         signal.setitimer(signal.ITIMER_REAL, self.REFIRE_S)  # again soon: re-install the trace, interrupt blocking calls
+        self._fires += 1
         sys.settrace(self._trace_calls)
+        here = frame
         while frame is not None:
-            if frame.f_code.co_filename != __file__:
+            if not _is_grader_code(frame.f_code):
                 frame.f_trace = self._trace_instructions
                 frame.f_trace_opcodes = True
                 self._traced.append(frame)
             frame = frame.f_back
-        raise self.fired()
+        # In the grader's own code (a check's clean-up, say), wait for the next learner instruction,
+        # unless the grader itself has not moved on for a second.
+        if here is None or not _is_grader_code(here.f_code) or self._fires * self.REFIRE_S > 1.0:
+            raise self.fired()
 
     def _trace_calls(self, frame, event, arg):  # noqa: ARG002 - the global trace: new frames
-        if self.armed and frame.f_code.co_filename != __file__:
+        if self.armed and not _is_grader_code(frame.f_code):
             frame.f_trace_opcodes = True
             self._traced.append(frame)
             return self._trace_instructions
@@ -466,6 +481,9 @@ def _run(ex: Exercise, answer: Any) -> tuple[str, str]:
     if ex.kind == "function" and not callable(answer):
         return "fail", f"expected a function (or class), got {a_or_an(type(answer).__name__)}: {answer!r:.80}"
     global _CHECK_DEPTH
+    if _CHECK_DEPTH:
+        # One stopper at a time: a check inside a check would take over (and then cancel) the outer time limit.
+        return "error", "check() was called while another check was running (from the code being checked): call check in its own cell"
     saved = _SavedState.save()
     stopper = _Stopper(ex.timeout)
     outcome: tuple[str, str] | BaseException
@@ -478,7 +496,7 @@ def _run(ex: Exercise, answer: Any) -> tuple[str, str]:
         stopper.arm()
         outcome = _verdict(ex, answer)
     except BaseException as exc:  # noqa: BLE001 - the timeout, Ctrl-C, or a KeyboardInterrupt the learner raised
-        outcome = exc
+        outcome = exc.with_traceback(None)  # keep no learner frames (and their tensors) alive
     finally:
         while True:  # an exception scheduled just before the check ended may land here: clean up again
             try:

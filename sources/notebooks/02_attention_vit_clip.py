@@ -359,6 +359,7 @@ plt.show()
 # - **mean embedding** (the CLIP paper's way): average the 8 prompt embeddings of a class into one
 #   class vector, then take the nearest class;
 # - **best prompt**: score a class by its best-matching prompt, $\max_p \cos(\text{image}, \text{prompt}_p)$.
+#   This is a simple variant we use here, not the CLIP paper's method.
 #
 # Our classes are not one look but eight (each size in each position), and the average of eight
 # directions blurs the very size and position each prompt names. Measured on 5 seeds
