@@ -35,6 +35,8 @@ SUPPORTED_MODEL_TYPES: dict[str, str] = {
     "idefics2_perceiver": "perceiver_resampler_bridge_from_transformers",
     "idefics3": "token_merge_bridge_from_transformers",
     "smolvlm": "token_merge_bridge_from_transformers",
+    "whisper": "whisper_encoder_from_transformers",
+    "hubert": "hubert_feature_encoder_from_transformers",
 }
 
 # transformers' activation names -> ours (mmllm_course.nn.transformer.ACTIVATIONS)

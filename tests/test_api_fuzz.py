@@ -60,9 +60,15 @@ from mmllm_course.bridges import (
     token_merge_bridge_from_transformers,
 )
 from mmllm_course.data import (
+    PointCloudBatch,
+    PointCloudConfig,
+    PointCloudDataset,
     ShapesBatch,
     ShapesDataset,
     ShapesWorldConfig,
+    SpokenBatch,
+    SpokenConfig,
+    SpokenDescriptions,
     all_caption_classes,
     caption_class_index,
     caption_for,
@@ -72,15 +78,28 @@ from mmllm_course.data import (
     default_corpus,
     generate_shapes,
     load_sample_image,
+    make_point_clouds,
+    make_spoken_descriptions,
     questions_for,
+    random_rotations,
+    sample_surface,
     scene_caption,
     shapes_tokenizer,
+    synthesize_word,
     train_bpe_tokenizer,
 )
 from mmllm_course.encoders import (
     CLIP,
+    AudioEncoder,
+    AudioEncoderConfig,
     CLIPConfig,
+    LogMelConfig,
+    LogMelSpectrogram,
+    MiniPointNet,
     PatchEmbedding,
+    PointEncoder,
+    PointEncoderConfig,
+    PointEncoderOutput,
     TextTransformer,
     TextTransformerConfig,
     TextTransformerOutput,
@@ -88,16 +107,28 @@ from mmllm_course.encoders import (
     ViTConfig,
     ViTOutput,
     VisionEmbeddings,
+    WaveformEncoderConfig,
+    WaveformFeatureEncoder,
     clip_from_transformers,
     clip_loss,
     clip_text_from_transformers,
     clip_vision_from_transformers,
+    farthest_point_sampling,
+    gather_points,
+    hertz_to_mel,
+    hubert_feature_encoder_from_transformers,
+    knn_group,
     load_pretrained_clip,
+    log_mel_spectrogram,
+    mel_filter_bank,
+    mel_to_hertz,
     patchify,
     retrieval_recall_at_k,
     unpatchify,
     vision_embeddings_from_vit,
     vit_from_transformers,
+    whisper_encoder_from_transformers,
+    whisper_sinusoids,
     zero_shot_classifier,
     zero_shot_predict,
 )
@@ -538,6 +569,310 @@ REGISTRY: dict[str, Spec | str] = {
                  ("vocab too small", lambda: train_bpe_tokenizer(["a b"], 100))],
     ),
 }
+
+
+# ---- mmllm_course.encoders and mmllm_course.data, chapter 8: audio and 3-D point clouds
+
+@functools.lru_cache(maxsize=None)
+def _hf_audio() -> dict[str, torch.nn.Module]:
+    """Tiny random Whisper and HuBERT references (built once)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    whisper = transformers.WhisperModel(transformers.WhisperConfig(
+        vocab_size=100, num_mel_bins=80, d_model=32, encoder_layers=1, encoder_attention_heads=4, encoder_ffn_dim=64,
+        decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=64, max_source_positions=50, max_target_positions=32,
+        pad_token_id=1, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1))
+    hubert = transformers.HubertModel(transformers.HubertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, conv_dim=(16, 16, 16),
+        conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4))
+    return {"whisper": whisper.eval(), "hubert": hubert.eval()}
+
+
+def _mel_module() -> LogMelSpectrogram:
+    return LogMelSpectrogram(LogMelConfig(chunk_length=1.0))
+
+
+def _audio_encoder() -> AudioEncoder:
+    torch.manual_seed(0)
+    return AudioEncoder(AudioEncoderConfig(dim=32, depth=1)).eval()
+
+
+def _waveform_encoder() -> WaveformFeatureEncoder:
+    torch.manual_seed(0)
+    return WaveformFeatureEncoder(WaveformEncoderConfig()).eval()
+
+
+def _point_encoder() -> PointEncoder:
+    torch.manual_seed(0)
+    return PointEncoder(PointEncoderConfig(num_groups=8, group_size=8)).eval()
+
+
+def _nan(*shape: int) -> torch.Tensor:
+    x = _rand(*shape)
+    x.view(-1)[0] = math.nan
+    return x
+
+
+@functools.lru_cache(maxsize=None)
+def _spoken() -> SpokenDescriptions:
+    return SpokenDescriptions(2)
+
+
+@functools.lru_cache(maxsize=None)
+def _clouds() -> PointCloudDataset:
+    return PointCloudDataset(3, PointCloudConfig(num_points=32))
+
+
+AUDIO_POINTS_REGISTRY: dict[str, Spec | str] = {
+    # ---- encoders.audio
+    "LogMelConfig": Spec(
+        lambda: [Call(LogMelConfig, kwargs=dict(sample_rate=16000, n_fft=400, hop_length=160, n_mels=80, chunk_length=1.0,
+                                                min_frequency=0.0, max_frequency=8000.0))],
+        lambda: [("max_frequency above Nyquist", lambda: LogMelConfig(max_frequency=9000.0)),
+                 ("chunk shorter than n_fft", lambda: LogMelConfig(chunk_length=0.01)),
+                 ("min_frequency above max", lambda: LogMelConfig(min_frequency=5000.0, max_frequency=4000.0))],
+    ),
+    "LogMelSpectrogram": Spec(
+        lambda: [
+            Call(LogMelSpectrogram, (LogMelConfig(chunk_length=1.0),)),
+            # (T,), (B, T) and (B, 1, T) are all valid
+            Call(_mel_module(), (_rand(2, 8000),), dict(sample_rate=16000), rank_free=_fs("waveform")),
+        ],
+        lambda: [("stereo (B, 2, T)", lambda: _mel_module()(torch.randn(2, 2, 8000))),
+                 ("stereo channels last (T, 2)", lambda: _mel_module()(torch.randn(8000, 2))),
+                 ("no samples", lambda: _mel_module()(torch.zeros(0))),
+                 ("100 samples < n_fft", lambda: _mel_module()(torch.randn(1, 100))),
+                 ("NaN sample", lambda: _mel_module()(_nan(1, 8000))),
+                 ("44.1 kHz", lambda: _mel_module()(_rand(1, 8000), sample_rate=44100)),
+                 ("4-D waveform", lambda: _mel_module()(_rand(1, 1, 1, 8000))),
+                 ("a dict config", lambda: LogMelSpectrogram({"n_mels": 80}))],
+    ),
+    "log_mel_spectrogram": Spec(
+        lambda: [Call(log_mel_spectrogram, (_rand(2, 8000),), dict(sample_rate=16000, n_mels=40, chunk_length=1.0),
+                      rank_free=_fs("waveform"))],
+        lambda: [("8 kHz", lambda: log_mel_spectrogram(_rand(2, 8000), sample_rate=8000, chunk_length=1.0)),
+                 ("stereo", lambda: log_mel_spectrogram(_rand(2, 2, 8000), chunk_length=1.0))],
+    ),
+    "mel_filter_bank": Spec(
+        lambda: [Call(mel_filter_bank, (201, 40), dict(sample_rate=16000, min_frequency=0.0, max_frequency=8000.0))],
+        lambda: [("200 filters for 65 bins", lambda: mel_filter_bank(65, 200)),
+                 ("max_frequency above Nyquist", lambda: mel_filter_bank(201, 40, max_frequency=9000.0)),
+                 ("min = max", lambda: mel_filter_bank(201, 40, min_frequency=1000.0, max_frequency=1000.0))],
+    ),
+    "hertz_to_mel": Spec(
+        lambda: [Call(hertz_to_mel, (torch.tensor([100.0, 2000.0]),), rank_free=_fs("freq")), Call(hertz_to_mel, (440.0,))],
+        lambda: [("NaN", lambda: hertz_to_mel(torch.tensor([100.0, math.nan]))), ("-3 Hz", lambda: hertz_to_mel(-3.0)),
+                 ("numpy", lambda: hertz_to_mel(np.array([100.0]))), ("a bool", lambda: hertz_to_mel(True)),
+                 ("complex", lambda: hertz_to_mel(torch.tensor([1j])))],
+    ),
+    "mel_to_hertz": Spec(
+        lambda: [Call(mel_to_hertz, (torch.tensor([10.0, 30.0]),), rank_free=_fs("mels")), Call(mel_to_hertz, (20.0,))],
+        lambda: [("NaN", lambda: mel_to_hertz(torch.tensor([math.nan]))), ("-3 mels", lambda: mel_to_hertz(-3.0)),
+                 ("numpy", lambda: mel_to_hertz(np.array([10.0]))), ("inf", lambda: mel_to_hertz(math.inf))],
+    ),
+    "whisper_sinusoids": Spec(
+        lambda: [Call(whisper_sinusoids, (10, 8))],
+        lambda: [("dim 7", lambda: whisper_sinusoids(10, 7)), ("dim 2", lambda: whisper_sinusoids(10, 2))],
+    ),
+    "AudioEncoderConfig": Spec(
+        lambda: [Call(AudioEncoderConfig, kwargs=dict(
+            n_mels=80, dim=32, depth=1, num_heads=4, mlp_dim=64, max_positions=50, layer_norm_eps=1e-5, dropout=0.1,
+            attention_dropout=0.1, exact_frames=False), zero_ok=_fs("dropout", "attention_dropout"))],
+        lambda: [("dim 30 for 4 heads", lambda: AudioEncoderConfig(dim=30, num_heads=4)),
+                 ("odd dim", lambda: AudioEncoderConfig(dim=7, num_heads=1)),
+                 ("dim 2", lambda: AudioEncoderConfig(dim=2, num_heads=1)),
+                 ("activation relu6", lambda: AudioEncoderConfig(activation="relu6")),
+                 ("exact_frames 'yes'", lambda: AudioEncoderConfig(exact_frames="yes")),
+                 ("dropout 1", lambda: AudioEncoderConfig(dropout=1.0))],
+    ),
+    "AudioEncoder": Spec(
+        lambda: [
+            Call(AudioEncoder, (AudioEncoderConfig(dim=32, depth=1),)),
+            Call(_audio_encoder(), (_rand(2, 80, 100),)),
+            Call(_audio_encoder().pooled, (_rand(2, 80, 100),)),
+        ],
+        lambda: [("102 frames for 50 positions", lambda: _audio_encoder()(torch.randn(1, 80, 102))),
+                 ("64 mels for 80", lambda: _audio_encoder()(torch.randn(1, 64, 100))),
+                 ("NaN mel", lambda: _audio_encoder()(_nan(1, 80, 100))),
+                 ("no frames", lambda: _audio_encoder()(torch.zeros(1, 80, 0))),
+                 ("empty batch", lambda: _audio_encoder()(torch.zeros(0, 80, 100))),
+                 ("exact_frames with 60 frames", lambda: AudioEncoder(AudioEncoderConfig(exact_frames=True))(_rand(1, 80, 60))),
+                 ("a dict config", lambda: AudioEncoder({"dim": 32}))],
+    ),
+    "whisper_encoder_from_transformers": Spec(
+        lambda: [Call(whisper_encoder_from_transformers, (_hf_audio()["whisper"],), str_value=MISSING_FOLDER),
+                 Call(whisper_encoder_from_transformers, (_hf_audio()["whisper"].get_encoder(),), str_value=MISSING_FOLDER)],
+        lambda: [("a ViTModel", lambda: whisper_encoder_from_transformers(_hf()["vit"])),
+                 ("a HubertModel", lambda: whisper_encoder_from_transformers(_hf_audio()["hubert"])),
+                 ("a Linear", lambda: whisper_encoder_from_transformers(torch.nn.Linear(2, 2)))],
+    ),
+    "WaveformEncoderConfig": Spec(
+        lambda: [
+            Call(WaveformEncoderConfig, kwargs=dict(
+                conv_dim=(8, 8), conv_kernel=(4, 3), conv_stride=(2, 2), conv_bias=True, norm="layer", hidden_size=16,
+                projection_layer_norm=True, layer_norm_eps=1e-5, dropout=0.1, sample_rate=16000), zero_ok=_fs("dropout")),
+            Call(WaveformEncoderConfig().num_frames, (1600,), zero_ok=_fs("num_samples")),
+        ],
+        lambda: [("one kernel for two convs", lambda: WaveformEncoderConfig(conv_dim=(8, 8), conv_kernel=(4,), conv_stride=(2,))),
+                 ("norm batch", lambda: WaveformEncoderConfig(norm="batch")),
+                 ("conv_bias 'yes'", lambda: WaveformEncoderConfig(conv_bias="yes")),
+                 ("no convs", lambda: WaveformEncoderConfig(conv_dim=(), conv_kernel=(), conv_stride=())),
+                 ("a stride 0", lambda: WaveformEncoderConfig(conv_stride=(5, 0, 2))),
+                 ("a float kernel", lambda: WaveformEncoderConfig(conv_kernel=(10, 3.0, 3)))],
+    ),
+    "WaveformFeatureEncoder": Spec(
+        lambda: [
+            Call(WaveformFeatureEncoder, (WaveformEncoderConfig(),)),
+            Call(_waveform_encoder(), (_rand(2, 1600),), dict(sample_rate=16000), rank_free=_fs("waveform")),
+            Call(_waveform_encoder().features, (_rand(2, 1600),), dict(sample_rate=16000), rank_free=_fs("waveform")),
+        ],
+        lambda: [("39 samples (receptive field 40)", lambda: _waveform_encoder()(torch.randn(1, 39))),
+                 ("8 kHz", lambda: _waveform_encoder()(_rand(1, 1600), sample_rate=8000)),
+                 ("stereo (B, 2, T)", lambda: _waveform_encoder()(torch.randn(1, 2, 1600))),
+                 ("NaN sample", lambda: _waveform_encoder()(_nan(1, 1600))),
+                 ("a dict config", lambda: WaveformFeatureEncoder({"hidden_size": 16}))],
+    ),
+    "hubert_feature_encoder_from_transformers": Spec(
+        lambda: [Call(hubert_feature_encoder_from_transformers, (_hf_audio()["hubert"],), str_value=MISSING_FOLDER)],
+        lambda: [("a WhisperModel", lambda: hubert_feature_encoder_from_transformers(_hf_audio()["whisper"])),
+                 ("a ViTModel", lambda: hubert_feature_encoder_from_transformers(_hf()["vit"])),
+                 ("a Linear", lambda: hubert_feature_encoder_from_transformers(torch.nn.Linear(2, 2)))],
+    ),
+    # ---- encoders.points
+    "PointEncoderConfig": Spec(
+        lambda: [Call(PointEncoderConfig, kwargs=dict(
+            num_groups=8, group_size=8, dim=32, depth=1, num_heads=4, mlp_dim=64, pointnet_dim=16, pooling="mean",
+            fps_start="random", layer_norm_eps=1e-5, dropout=0.1, attention_dropout=0.1),
+            zero_ok=_fs("dropout", "attention_dropout"))],
+        lambda: [("pooling max", lambda: PointEncoderConfig(pooling="max")),
+                 ("fps_start middle", lambda: PointEncoderConfig(fps_start="middle")),
+                 ("dim 30 for 4 heads", lambda: PointEncoderConfig(dim=30, num_heads=4))],
+    ),
+    "PointEncoder": Spec(
+        lambda: [
+            Call(PointEncoder, (PointEncoderConfig(num_groups=8, group_size=8),)),
+            Call(_point_encoder(), (_rand(2, 64, 3),)),
+            Call(_point_encoder().tokenize, (_rand(2, 64, 3),)),
+            Call(_point_encoder().train(), (_rand(2, 64, 3),)),
+        ],
+        lambda: [("NaN cloud", lambda: _point_encoder()(_nan(1, 64, 3))),
+                 ("5 points for 8 groups", lambda: _point_encoder()(torch.randn(1, 5, 3))),
+                 ("xy only", lambda: _point_encoder()(torch.randn(1, 64, 2))),
+                 ("a dict config", lambda: PointEncoder({"dim": 32}))],
+    ),
+    "PointEncoderOutput": Spec(
+        lambda: [Call(PointEncoderOutput, (_rand(2, 9, 32), _rand(2, 32), _rand(2, 8, 3), _rand(2, 8, 8, 3)))], mutate=False),
+    "MiniPointNet": Spec(
+        lambda: [Call(MiniPointNet, (32, 16), dict(eps=1e-5)), Call(MiniPointNet(32, 16), (_rand(2, 4, 8, 3),))],
+        lambda: [("xy groups", lambda: MiniPointNet(32, 16)(_rand(2, 4, 8, 2))),
+                 ("NaN group", lambda: MiniPointNet(32, 16)(_nan(2, 4, 8, 3))),
+                 ("empty groups", lambda: MiniPointNet(32, 16)(torch.zeros(2, 4, 0, 3)))],
+    ),
+    "farthest_point_sampling": Spec(
+        lambda: [Call(farthest_point_sampling, (_rand(2, 30, 3), 5), dict(start=3), zero_ok=_fs("start")),
+                 Call(farthest_point_sampling, (_rand(2, 30, 3), 5), dict(start=torch.tensor([1, 2])))],
+        lambda: [("31 of 30 points", lambda: farthest_point_sampling(_rand(2, 30, 3), 31)),
+                 ("start 30", lambda: farthest_point_sampling(_rand(2, 30, 3), 5, start=30)),
+                 ("start tensor with 30", lambda: farthest_point_sampling(_rand(2, 30, 3), 5, start=torch.tensor([0, 30]))),
+                 ("start tensor with -1", lambda: farthest_point_sampling(_rand(2, 30, 3), 5, start=torch.tensor([0, -1]))),
+                 ("long cloud", lambda: farthest_point_sampling(torch.zeros(2, 30, 3, dtype=torch.long), 5)),
+                 ("NaN cloud", lambda: farthest_point_sampling(_nan(2, 30, 3), 5))],
+    ),
+    "knn_group": Spec(
+        lambda: [Call(knn_group, (_rand(2, 30, 3), _rand(2, 4, 3), 5))],
+        lambda: [("k 31 of 30", lambda: knn_group(_rand(2, 30, 3), _rand(2, 4, 3), 31)),
+                 ("centres of B=1", lambda: knn_group(_rand(2, 30, 3), _rand(1, 4, 3), 5)),
+                 ("float64 centres", lambda: knn_group(_rand(2, 30, 3), _rand(2, 4, 3).double(), 5)),
+                 ("2-D centres", lambda: knn_group(_rand(2, 30, 3), _rand(2, 4, 2), 5))],
+    ),
+    "gather_points": Spec(
+        lambda: [Call(gather_points, (_rand(2, 30, 3), torch.tensor([[1, 2], [3, 4]])), rank_free=_fs("indices"))],
+        lambda: [("index 30", lambda: gather_points(_rand(2, 30, 3), torch.tensor([[1, 2], [3, 30]]))),
+                 ("index -1", lambda: gather_points(_rand(2, 30, 3), torch.tensor([[1, 2], [3, -1]]))),
+                 ("indices of B=1", lambda: gather_points(_rand(2, 30, 3), torch.tensor([[1, 2]]))),
+                 ("float indices", lambda: gather_points(_rand(2, 30, 3), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))),
+                 ("scalar index", lambda: gather_points(_rand(2, 30, 3), torch.tensor(1)))],
+    ),
+    # ---- data.audio
+    "SPOKEN_WORDS": CONSTANT, "WORD_SEGMENTS": CONSTANT,
+    "SpokenConfig": Spec(
+        lambda: [Call(SpokenConfig, kwargs=dict(sample_rate=16000, clip_seconds=1.0, word_seconds=0.2, speed_range=(0.9, 1.1),
+                                                snr_db_range=(0.0, 10.0), shapes=("circle", "star")))],
+        lambda: [("clip too short for 3 words", lambda: SpokenConfig(clip_seconds=0.5)),
+                 ("colour purple", lambda: SpokenConfig(colors=("purple",))),
+                 ("no sizes", lambda: SpokenConfig(sizes=())),
+                 ("snr range reversed", lambda: SpokenConfig(snr_db_range=(10.0, 0.0))),
+                 ("speed range of 3", lambda: SpokenConfig(speed_range=(0.9, 1.0, 1.1))),
+                 ("8 kHz", lambda: SpokenConfig(sample_rate=8000))],
+    ),
+    "SpokenBatch": Spec(
+        lambda: [Call(SpokenBatch, (_rand(2, 160), torch.zeros(2, 3, dtype=torch.long), ["small red circle"] * 2, _rand(2))),
+                 Call(_spoken().batch.__len__)],
+        mutate=False,
+    ),
+    "make_spoken_descriptions": Spec(
+        lambda: [Call(make_spoken_descriptions, (3,), dict(config=SpokenConfig(), seed=1), zero_ok=_fs("seed"))],
+        lambda: [("a dict config", lambda: make_spoken_descriptions(2, config={"clip_seconds": 1.0})),
+                 ("n '2'", lambda: make_spoken_descriptions("2"))],
+    ),
+    "SpokenDescriptions": Spec(
+        lambda: [Call(SpokenDescriptions, (3,), dict(config=SpokenConfig(), seed=1), zero_ok=_fs("seed")),
+                 Call(_spoken().__getitem__, (1,), zero_ok=_fs("i"), negative_ok=_fs("i"))],
+        lambda: [("index 5 of 2", lambda: _spoken()[5]), ("index -3 of 2", lambda: _spoken()[-3]),
+                 ("index 1.5", lambda: _spoken()[1.5]), ("a dict config", lambda: SpokenDescriptions(2, {"clip_seconds": 1.0}))],
+        allowed=(IndexError,),
+    ),
+    "synthesize_word": Spec(
+        lambda: [Call(synthesize_word, ("red",), dict(f0=120.0, formant_scale=1.0, duration=0.2, sample_rate=16000, seed=1),
+                      zero_ok=_fs("seed"))],
+        lambda: [("purple", lambda: synthesize_word("purple")), ("int word", lambda: synthesize_word(3)),
+                 ("f0 1000 Hz", lambda: synthesize_word("red", f0=1000.0)),
+                 ("8 kHz", lambda: synthesize_word("red", sample_rate=8000))],
+    ),
+    # ---- data.points
+    "SOLIDS": CONSTANT, "SOLID_FOR_SHAPE": CONSTANT,
+    "PointCloudConfig": Spec(
+        lambda: [Call(PointCloudConfig, kwargs=dict(num_points=64, solids=("cube", "torus"), rotate=False, scale_range=(0.5, 0.9),
+                                                    stretch=0.1, noise=0.02), zero_ok=_fs("stretch", "noise"))],
+        lambda: [("solid pyramid", lambda: PointCloudConfig(solids=("pyramid",))),
+                 ("no solids", lambda: PointCloudConfig(solids=())),
+                 ("scale range reversed", lambda: PointCloudConfig(scale_range=(1.0, 0.5))),
+                 ("stretch 1", lambda: PointCloudConfig(stretch=1.0)),
+                 ("rotate 'yes'", lambda: PointCloudConfig(rotate="yes"))],
+    ),
+    "PointCloudBatch": Spec(
+        lambda: [Call(PointCloudBatch, (_rand(2, 16, 3), torch.tensor([0, 1]), ("cube", "torus"))),
+                 Call(_clouds().batch.__len__)],
+        mutate=False,
+    ),
+    "make_point_clouds": Spec(
+        lambda: [Call(make_point_clouds, (6,), dict(config=PointCloudConfig(num_points=32), seed=1, labels=[0, 1, 2, 3, 4, 0]),
+                      zero_ok=_fs("seed")),
+                 Call(make_point_clouds, (4,), dict(config=PointCloudConfig(num_points=32, solids=("cube", "cone")), labels=None))],
+        lambda: [("label 9 of 5 solids", lambda: make_point_clouds(6, PointCloudConfig(num_points=32), labels=[0, 1, 9, 0, 0, 0])),
+                 ("label -1", lambda: make_point_clouds(2, PointCloudConfig(num_points=32), labels=[0, -1])),
+                 ("2 labels for 6 clouds", lambda: make_point_clouds(6, PointCloudConfig(num_points=32), labels=[0, 1])),
+                 ("float labels", lambda: make_point_clouds(2, PointCloudConfig(num_points=32), labels=[0.0, 1.0])),
+                 ("a dict config", lambda: make_point_clouds(2, config={"num_points": 32}))],
+    ),
+    "PointCloudDataset": Spec(
+        lambda: [Call(PointCloudDataset, (6,), dict(config=PointCloudConfig(num_points=32), seed=1), zero_ok=_fs("seed")),
+                 Call(_clouds().__getitem__, (1,), zero_ok=_fs("i"), negative_ok=_fs("i"))],
+        lambda: [("index 3 of 3", lambda: _clouds()[3]), ("index 1.5", lambda: _clouds()[1.5]),
+                 ("a dict config", lambda: PointCloudDataset(2, {"num_points": 32}))],
+        allowed=(IndexError,),
+    ),
+    "sample_surface": Spec(
+        lambda: [Call(sample_surface, ("torus", 32), dict(count=2, seed=1), zero_ok=_fs("seed")),
+                 Call(sample_surface, ("cube", 16), dict(seed=np.random.default_rng(0)), fixed=_fs("seed"))],
+        lambda: [("pyramid", lambda: sample_surface("pyramid", 32)), ("int solid", lambda: sample_surface(1, 32))],
+    ),
+    "random_rotations": Spec(
+        lambda: [Call(random_rotations, (4,), dict(seed=1), zero_ok=_fs("seed"))],
+        lambda: [("seed 'x'", lambda: random_rotations(2, seed="x"))],
+    ),
+}
+REGISTRY.update(AUDIO_POINTS_REGISTRY)
 
 
 # ---- mmllm_course.bridges

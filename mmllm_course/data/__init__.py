@@ -1,10 +1,30 @@
-"""Part 0 of the map, data: the synthetic shapes world, an offline BPE tokenizer and bundled sample photos.
+"""Part 0 of the map, data: the synthetic shapes world (pictures, spoken descriptions, 3-D point clouds), an
+offline BPE tokenizer and bundled sample photos.
 
 Everything here works offline. ``transformers`` and ``skimage`` are imported only when a tokenizer
 is trained or a sample image is loaded.
 """
 
+from mmllm_course.data.audio import (
+    SPOKEN_WORDS,
+    WORD_SEGMENTS,
+    SpokenBatch,
+    SpokenConfig,
+    SpokenDescriptions,
+    make_spoken_descriptions,
+    synthesize_word,
+)
 from mmllm_course.data.images import SAMPLE_IMAGES, load_sample_image
+from mmllm_course.data.points import (
+    SOLID_FOR_SHAPE,
+    SOLIDS,
+    PointCloudBatch,
+    PointCloudConfig,
+    PointCloudDataset,
+    make_point_clouds,
+    random_rotations,
+    sample_surface,
+)
 from mmllm_course.data.shapes import (
     ANSWERS,
     ATTRIBUTES,
@@ -44,12 +64,22 @@ __all__ = [
     "EOS_TOKEN",
     "PAD_TOKEN",
     "POSITIONS",
+    "PointCloudBatch",
+    "PointCloudConfig",
+    "PointCloudDataset",
     "SAMPLE_IMAGES",
     "SHAPES",
     "SIZES",
+    "SOLIDS",
+    "SOLID_FOR_SHAPE",
+    "SPOKEN_WORDS",
     "ShapesBatch",
     "ShapesDataset",
     "ShapesWorldConfig",
+    "SpokenBatch",
+    "SpokenConfig",
+    "SpokenDescriptions",
+    "WORD_SEGMENTS",
     "all_caption_classes",
     "caption_class_index",
     "caption_for",
@@ -59,8 +89,13 @@ __all__ = [
     "default_corpus",
     "generate_shapes",
     "load_sample_image",
+    "make_point_clouds",
+    "make_spoken_descriptions",
     "questions_for",
+    "random_rotations",
+    "sample_surface",
     "scene_caption",
     "shapes_tokenizer",
+    "synthesize_word",
     "train_bpe_tokenizer",
 ]

@@ -1,5 +1,20 @@
-"""Part 1 of the map, modality encoders: images, text, (later) audio and 3-D points -> feature vectors."""
+"""Part 1 of the map, modality encoders: images, text, audio and 3-D points -> feature vectors."""
 
+from mmllm_course.encoders.audio import (
+    AudioEncoder,
+    AudioEncoderConfig,
+    LogMelConfig,
+    LogMelSpectrogram,
+    WaveformEncoderConfig,
+    WaveformFeatureEncoder,
+    hertz_to_mel,
+    hubert_feature_encoder_from_transformers,
+    log_mel_spectrogram,
+    mel_filter_bank,
+    mel_to_hertz,
+    whisper_encoder_from_transformers,
+    whisper_sinusoids,
+)
 from mmllm_course.encoders.clip import (
     CLIP,
     CLIPConfig,
@@ -17,6 +32,15 @@ from mmllm_course.encoders.patches import (
     unpatchify,
     vision_embeddings_from_vit,
 )
+from mmllm_course.encoders.points import (
+    MiniPointNet,
+    PointEncoder,
+    PointEncoderConfig,
+    PointEncoderOutput,
+    farthest_point_sampling,
+    gather_points,
+    knn_group,
+)
 from mmllm_course.encoders.text import (
     TextTransformer,
     TextTransformerConfig,
@@ -26,9 +50,17 @@ from mmllm_course.encoders.text import (
 from mmllm_course.encoders.vit import ViT, ViTConfig, ViTOutput, clip_vision_from_transformers, vit_from_transformers
 
 __all__ = [
+    "AudioEncoder",
+    "AudioEncoderConfig",
     "CLIP",
     "CLIPConfig",
+    "LogMelConfig",
+    "LogMelSpectrogram",
+    "MiniPointNet",
     "PatchEmbedding",
+    "PointEncoder",
+    "PointEncoderConfig",
+    "PointEncoderOutput",
     "TextTransformer",
     "TextTransformerConfig",
     "TextTransformerOutput",
@@ -36,16 +68,28 @@ __all__ = [
     "ViTConfig",
     "ViTOutput",
     "VisionEmbeddings",
+    "WaveformEncoderConfig",
+    "WaveformFeatureEncoder",
     "clip_from_transformers",
     "clip_loss",
     "clip_text_from_transformers",
     "clip_vision_from_transformers",
+    "farthest_point_sampling",
+    "gather_points",
+    "hertz_to_mel",
+    "hubert_feature_encoder_from_transformers",
+    "knn_group",
     "load_pretrained_clip",
+    "log_mel_spectrogram",
+    "mel_filter_bank",
+    "mel_to_hertz",
     "patchify",
     "retrieval_recall_at_k",
     "unpatchify",
     "vision_embeddings_from_vit",
     "vit_from_transformers",
+    "whisper_encoder_from_transformers",
+    "whisper_sinusoids",
     "zero_shot_classifier",
     "zero_shot_predict",
 ]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,9 +44,29 @@ from mmllm_course._checks import (
 )
 from mmllm_course._convert import Plan, activation_from_hf, apply_plan, dropout_from_hf, load_exact, resolve_hf_model
 from mmllm_course.nn.position import sincos_1d_position_embedding
-from mmllm_course.nn.transformer import TransformerBlock
+from mmllm_course.nn.transformer import ACTIVATIONS, TransformerBlock
 
 SAMPLE_RATE = 16000  # Whisper and HuBERT both take 16 kHz mono audio
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` when it is a bool (numpy bools too); a TypeError naming what came otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputTypeError(f"{name} must be True or False, got {describe(value)}")
+    return bool(value)
+
+
+def _frequencies(freq: object, name: str) -> torch.Tensor:
+    """A tensor or real number of frequencies (Hz or mels) as float64; finite and >= 0, else an error."""
+    if isinstance(freq, (int, float, np.integer, np.floating)) and not isinstance(freq, bool):
+        freq = torch.tensor(float(freq), dtype=torch.float64)
+    check_tensor(freq, name)
+    if freq.dtype == torch.bool or freq.is_complex():
+        raise InputTypeError(f"{name} must hold real numbers, got dtype {freq.dtype}")
+    freq = freq.to(torch.float64)
+    if not bool(torch.isfinite(freq).all()) or bool((freq < 0).any()):
+        raise ValueError(f"{name} must be finite and >= 0, got values from {freq.min().item()} to {freq.max().item()}")
+    return freq
 
 
 # ----------------------------------------------------------------------------------------------
@@ -108,7 +129,7 @@ def hertz_to_mel(freq: torch.Tensor) -> torch.Tensor:
     freq (...,) in Hz -> mels (...,). 3 mels per 200 Hz up to 1 kHz (15 mels), then 27 mels per
     factor 6.4 in frequency. The log part is the point: we hear pitch ratios, not differences.
     """
-    freq = torch.as_tensor(freq, dtype=torch.float64)
+    freq = _frequencies(freq, "freq")
     linear = 3.0 * freq / 200.0
     log_part = 15.0 + torch.log(freq.clamp(min=1e-12) / 1000.0) * (27.0 / math.log(6.4))
     return torch.where(freq >= 1000.0, log_part, linear)
@@ -116,7 +137,7 @@ def hertz_to_mel(freq: torch.Tensor) -> torch.Tensor:
 
 def mel_to_hertz(mels: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`hertz_to_mel`: mels (...,) -> Hz (...,)."""
-    mels = torch.as_tensor(mels, dtype=torch.float64)
+    mels = _frequencies(mels, "mels")
     linear = 200.0 * mels / 3.0
     log_part = 1000.0 * torch.exp((math.log(6.4) / 27.0) * (mels - 15.0))
     return torch.where(mels >= 15.0, log_part, linear)
@@ -154,6 +175,12 @@ def mel_filter_bank(
     rising = -slopes[:, :-2] / widths[:-1]  # (K, M): 0 at the left edge, 1 at the centre
     falling = slopes[:, 2:] / widths[1:]  # (K, M): 1 at the centre, 0 at the right edge
     filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    empty = (filters.amax(dim=0) == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"num_mel_filters={num_mel_filters} is too many for num_frequency_bins={num_frequency_bins} between "
+            f"{min_frequency:g} and {max_frequency:g} Hz: filters {empty[:8]} cover no frequency bin"
+        )
     return filters * (2.0 / (edges[2:] - edges[:-2]))[None, :]  # Slaney: equal area per filter
 
 
@@ -174,6 +201,13 @@ class LogMelConfig:
         self.n_fft = check_int(self.n_fft, "n_fft", minimum=2)
         self.hop_length = check_int(self.hop_length, "hop_length")
         self.n_mels = check_int(self.n_mels, "n_mels")
+        self.min_frequency = check_number(self.min_frequency, "min_frequency", low=0.0)
+        self.max_frequency = check_number(self.max_frequency, "max_frequency", low=0.0)
+        if not self.min_frequency < self.max_frequency <= self.sample_rate / 2:
+            raise ValueError(
+                f"need 0 <= min_frequency < max_frequency <= sample_rate / 2 = {self.sample_rate / 2:g} Hz, "
+                f"got min_frequency={self.min_frequency:g}, max_frequency={self.max_frequency:g}"
+            )
         if self.chunk_length is not None:
             self.chunk_length = check_number(self.chunk_length, "chunk_length", low=0.0, low_open=True)
             if self.num_samples < self.n_fft:
@@ -277,8 +311,11 @@ class AudioEncoderConfig:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.dim % 2 or self.dim < 4:
             raise ValueError(f"dim must be even and >= 4 (sinusoidal positions), got {self.dim}")
+        check_choice(self.activation, "activation", ACTIVATIONS)
+        self.layer_norm_eps = check_number(self.layer_norm_eps, "layer_norm_eps", low=0.0, low_open=True)
         self.dropout = check_dropout(self.dropout)
         self.attention_dropout = check_dropout(self.attention_dropout, "attention_dropout")
+        self.exact_frames = check_bool(self.exact_frames, "exact_frames")
 
     @property
     def max_frames(self) -> int:
@@ -320,6 +357,8 @@ class AudioEncoder(nn.Module):
         check_tensor(mel, "mel", f"(B, {c.n_mels}, F)", kind="float")
         if mel.dim() != 3 or mel.shape[1] != c.n_mels:
             raise ValueError(f"mel must be (B, n_mels={c.n_mels}, F), got shape {tuple(mel.shape)}")
+        if mel.shape[0] == 0:
+            raise ValueError(f"mel is an empty batch: got shape {tuple(mel.shape)}")
         frames = mel.shape[-1]
         if frames == 0 or frames > c.max_frames or (c.exact_frames and frames != c.max_frames):
             want = f"exactly {c.max_frames}" if c.exact_frames else f"1 to {c.max_frames}"
@@ -413,7 +452,9 @@ class WaveformEncoderConfig:
         lists = {n: tuple(getattr(self, n)) if isinstance(getattr(self, n), (list, tuple)) else None
                  for n in ("conv_dim", "conv_kernel", "conv_stride")}
         for n, v in lists.items():
-            if v is None or not v:
+            if v is None:
+                raise InputTypeError(f"{n} must be a tuple of positive integers, got {describe(getattr(self, n))}")
+            if not v:
                 raise ValueError(f"{n} must be a non-empty tuple of positive integers, got {getattr(self, n)!r}")
             setattr(self, n, tuple(check_int(x, f"{n}[{i}]") for i, x in enumerate(v)))
         if not len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride):
@@ -421,6 +462,9 @@ class WaveformEncoderConfig:
                              f"{len(self.conv_dim)}, {len(self.conv_kernel)}, {len(self.conv_stride)}")
         check_choice(self.norm, "norm", ("group", "layer"))
         check_choice(self.activation, "activation", ("gelu",))
+        self.conv_bias = check_bool(self.conv_bias, "conv_bias")
+        self.projection_layer_norm = check_bool(self.projection_layer_norm, "projection_layer_norm")
+        self.layer_norm_eps = check_number(self.layer_norm_eps, "layer_norm_eps", low=0.0, low_open=True)
         if self.hidden_size is not None:
             self.hidden_size = check_int(self.hidden_size, "hidden_size")
         self.dropout = check_dropout(self.dropout)
