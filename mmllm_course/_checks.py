@@ -90,6 +90,15 @@ def check_int(value: Any, name: str, minimum: int | None = 1) -> int:
     return int(value)
 
 
+def check_index(i: Any, length: int, what: str) -> int:
+    """A sequence index: an int (numpy ints too) in ``[-length, length)``; IndexError outside, as Python's protocol wants."""
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        raise InputTypeError(f"index must be an integer, got {describe(i)}")
+    if not -length <= i < length:
+        raise IndexError(f"index {i} out of range for {length} {what}")
+    return int(i)
+
+
 def check_number(
     value: Any, name: str, low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False
 ) -> float:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mmllm_course._checks import InputTypeError, check_int, check_number, describe
+from mmllm_course._checks import InputTypeError, check_index, check_int, check_number, describe
 from mmllm_course.data.shapes import COLORS, SHAPES, SIZES
 
 SAMPLE_RATE = 16000
@@ -227,8 +227,5 @@ class SpokenDescriptions(Dataset):
         return len(self.batch)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise InputTypeError(f"index must be an integer, got {describe(i)}")
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} clips")
+        i = check_index(i, len(self), "clips")
         return self.batch.waveforms[i], self.batch.labels[i]

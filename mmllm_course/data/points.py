@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mmllm_course._checks import InputTypeError, check_int, check_number, describe
+from mmllm_course._checks import InputTypeError, check_index, check_int, check_number, describe
 
 SOLIDS: tuple[str, ...] = ("sphere", "cube", "cylinder", "cone", "torus")
 SOLID_FOR_SHAPE: dict[str, str] = {"circle": "sphere", "square": "cube", "triangle": "cone"}
@@ -203,8 +203,5 @@ class PointCloudDataset(Dataset):
         return len(self.batch)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise InputTypeError(f"index must be an integer, got {describe(i)}")
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} clouds")
+        i = check_index(i, len(self), "clouds")
         return self.batch.points[i], self.batch.labels[i]
