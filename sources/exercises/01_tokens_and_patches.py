@@ -164,8 +164,8 @@ check("ch01.patch_embedding_module", PatchEmbedding)
 #
 # 1. tokens = `PatchEmbedding(32, 8, 3, dim)(images)` → `(B, 16, dim)`;
 # 2. add a **learned position embedding**, an `nn.Parameter` of shape `(1, 16, dim)` initialised
-#    with `torch.randn` (std 1; with ViT's usual std of 0.02 it needs more steps: after 300 steps we
-#    measured 65-81% over five seeds, against 100% with std 1);
+#    with `torch.randn` (std 1; ViT's usual std of 0.02 starts the positions almost equal, so they
+#    take more steps to tell the quadrants apart: try both and compare);
 # 3. the same small MLP on every token, `nn.Linear(dim, hidden)` then `nn.GELU()` → `(B, 16, hidden)`;
 # 4. the mean over the 16 tokens → `(B, hidden)`, and `nn.Linear(hidden, 16)` → logits `(B, 16)`.
 #
