@@ -3,14 +3,17 @@
     python -m mmllm_course.bench                  # everything
     python -m mmllm_course.bench --no-notebooks   # modules only
     python -m mmllm_course.bench --only vit
-    python -m mmllm_course.bench --seeds 5        # chapter 2's mini-CLIP trained with seeds 0..4
+    python -m mmllm_course.bench --seeds 5        # every chapter's trained result with seeds 0..4
+    python -m mmllm_course.bench --seeds 5 --only chapter3
 
 Each module case builds our module and its ``transformers`` twin holding identical weights (through
 the same converters the parity tests prove), checks they agree on the input, then times both (eval
 mode, no grad) and prints the median time and the ratio ours / reference (below 1.0: ours is faster).
 A benchmark, not a test: numbers depend on the machine; run it on a quiet one.
 
-``--seeds N`` (or ``--only clip-seeds``, 5 seeds) trains chapter 2's mini-CLIP with the notebook's own
+``--seeds N`` runs every entry of :data:`SEED_RUNS` (each chapter's asserted trained result, through
+the notebook's own recipe; ``--only`` picks one) for seeds 0..N-1. For chapter 2 (``--only clip-seeds``
+is kept as a name for it) it trains the mini-CLIP with the notebook's own
 recipe (:data:`mmllm_course.recipes.CHAPTER2_CLIP`) for seeds 0..N-1, each seed drawing its own data,
 weights and batch order, and prints every number the notebook asserts per seed, then the worst and the
 mean. A notebook's asserted accuracy must hold on the worst seed, with headroom: another machine's
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,12 +189,81 @@ def bench_clip_seeds(seeds: Sequence[int], recipe=None) -> dict:
     return {"rows": rows, "worst": worst, "mean": mean, "failed": failed}
 
 
+@dataclass(frozen=True)
+class SeedRun:
+    """A chapter's trained result, run once per seed: ``run(seed)`` returns the metrics the notebook
+    asserts (fractions) and ``failures(metrics)`` the notebook assertions those metrics would fail."""
+
+    title: str
+    run: Callable[[int], dict]
+    failures: Callable[[dict], list]
+
+
+def _chapter2(seed: int) -> dict:
+    from mmllm_course import recipes
+
+    return recipes.evaluate_chapter2_clip(recipes.train_chapter2_clip(seed))
+
+
+def _chapter2_failures(metrics: dict) -> list:
+    from mmllm_course import recipes
+
+    return recipes.chapter2_failures(metrics)
+
+
+# Every trained result a chapter notebook asserts, keyed by a name --only can pick ("chapter2", ...).
+SEED_RUNS: dict[str, SeedRun] = {
+    "chapter2": SeedRun("chapter 2: mini-CLIP zero-shot, retrieval and attention", _chapter2, _chapter2_failures),
+}
+
+
+def bench_seed_runs(seeds: Sequence[int], only: str | None = None) -> dict:
+    """Run every registered :data:`SEED_RUNS` entry (those whose key contains ``only``) once per seed.
+
+    Prints each seed's metrics and failures, then the worst value of every metric; chapter 2 gets its
+    detailed table from :func:`bench_clip_seeds`. Returns ``{key: {"rows": [...], "failed": {seed: [...]}}}``.
+    """
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: expected at least one seed, e.g. range(5)")
+    keys = [k for k in SEED_RUNS if only is None or only in k]
+    if not keys:
+        raise ValueError(f"no seed run matches {only!r}: expected part of one of {sorted(SEED_RUNS)}")
+    results = {}
+    for key in keys:
+        if key == "chapter2":
+            out = bench_clip_seeds(seeds)
+            results[key] = {"rows": out["rows"], "failed": out["failed"]}
+            continue
+        entry = SEED_RUNS[key]
+        print(f"{entry.title}, {len(seeds)} seeds ({torch.get_num_threads()} threads)", flush=True)
+        rows, failed = [], {}
+        for seed in seeds:
+            start = time.perf_counter()
+            metrics = dict(entry.run(seed))
+            seconds = time.perf_counter() - start
+            misses = list(entry.failures(metrics))
+            if misses:
+                failed[seed] = misses
+            rows.append(metrics)
+            shown = ", ".join(f"{k} {v:.1%}" if isinstance(v, float) and 0 <= v <= 1 else f"{k} {v:.3g}"
+                              for k, v in metrics.items() if isinstance(v, (int, float)))
+            print(f"  seed {seed}: {shown} ({seconds:.0f} s)" + ("   FAILS: " + "; ".join(misses) if misses else ""), flush=True)
+        numeric = [k for k, v in rows[0].items() if isinstance(v, float)]
+        print("  worst: " + ", ".join(f"{k} {min(r[k] for r in rows):.1%}" if 0 <= rows[0][k] <= 1 else
+                                      f"{k} {max(r[k] for r in rows):.3g}" for k in numeric))
+        print("  " + ("every seed passes every bar of the notebook" if not failed else f"{len(failed)} of {len(rows)} seeds fail a bar"))
+        results[key] = {"rows": rows, "failed": failed}
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmllm_course.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="run only the module cases whose key contains this text "
                         "('clip-seeds': only chapter 2's mini-CLIP over 5 seeds)")
     parser.add_argument("--seeds", type=int, metavar="N",
-                        help="only train chapter 2's mini-CLIP with seeds 0..N-1 and print per-seed accuracy, worst and mean")
+                        help="only train every chapter's asserted result (SEED_RUNS; --only picks one, e.g. chapter2) "
+                        "with seeds 0..N-1 and print per-seed metrics and the worst")
     parser.add_argument("--no-notebooks", action="store_true", help="skip timing the notebooks")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of timing per measurement")
     args = parser.parse_args(argv)
@@ -199,7 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         seeds = 5 if args.seeds is None else args.seeds
         if seeds < 1:
             parser.error(f"--seeds must be at least 1, got {seeds}")
-        return 1 if bench_clip_seeds(range(seeds))["failed"] else 0
+        only = None if args.only in (None, "clip-seeds") else args.only
+        if args.only == "clip-seeds":
+            only = "chapter2"
+        if only is not None and not any(only in key for key in SEED_RUNS):
+            parser.error(f"--only {only!r} matches no seed run: expected part of one of {sorted(SEED_RUNS)}")
+        results = bench_seed_runs(range(seeds), only)
+        return 1 if any(r["failed"] for r in results.values()) else 0
     print("modules (median, eval, no grad):")
     bench_modules(args.only, args.min_run_time)
     if not args.only or "bridge" in args.only:

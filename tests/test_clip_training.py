@@ -268,8 +268,27 @@ def test_bench_seeds_mode_prints_each_seed_the_worst_and_the_mean(tok, capsys, m
     # The command line: --seeds N runs seeds 0..N-1 of the notebook's recipe (here swapped for the tiny one),
     # and exits 1 because a seed misses a bar.
     monkeypatch.setattr(recipes, "CHAPTER2_CLIP", _tiny_recipe())
-    assert bench.main(["--seeds", "1"]) == 1
+    assert bench.main(["--seeds", "1", "--only", "chapter2"]) == 1
     printed = capsys.readouterr().out
     assert "1 seeds: 3 steps" in printed and "modules" not in printed
     with pytest.raises(SystemExit):
         bench.main(["--seeds", "0"])
+
+
+def test_bench_seeds_mode_runs_every_registered_chapter_result(capsys, monkeypatch):
+    from mmllm_course import bench
+
+    runs = {
+        "chapter7": bench.SeedRun("toy: passes", lambda seed: {"accuracy": 0.9 + seed / 100, "seconds": 1.0}, lambda m: []),
+        "chapter9": bench.SeedRun("toy: seed 1 fails", lambda seed: {"accuracy": 0.99 - seed},
+                                  lambda m: [] if m["accuracy"] > 0.5 else ["accuracy too low"]),
+    }
+    monkeypatch.setattr(bench, "SEED_RUNS", runs)
+    out = bench.bench_seed_runs([0, 1])
+    assert out["chapter7"]["failed"] == {} and out["chapter9"]["failed"] == {1: ["accuracy too low"]}
+    printed = capsys.readouterr().out
+    assert "worst: accuracy 90.0%" in printed and "1 of 2 seeds fail a bar" in printed
+    assert bench.main(["--seeds", "2", "--only", "chapter7"]) == 0
+    assert bench.main(["--seeds", "2"]) == 1
+    with pytest.raises(SystemExit):
+        bench.main(["--seeds", "2", "--only", "chapter99"])
