@@ -211,9 +211,37 @@ def _chapter2_failures(metrics: dict) -> list:
     return recipes.chapter2_failures(metrics)
 
 
+def _chapter3(seed: int) -> dict:
+    from mmllm_course.bridges.alignment import compare_bridges
+
+    return compare_bridges(seed).accuracy  # linear vs MLP held-out accuracy for 20 to 160 targets
+
+
+def _chapter3_failures(metrics: dict) -> list:
+    from mmllm_course.bridges.alignment import bridge_comparison_failures
+
+    return bridge_comparison_failures(metrics)
+
+
+def _chapter4(seed: int) -> dict:
+    from mmllm_course import bench_bridges
+
+    return bench_bridges.evaluate_chapter4_qformer(bench_bridges.train_chapter4_qformer(seed))
+
+
+def _chapter4_failures(metrics: dict) -> list:
+    from mmllm_course import bench_bridges
+
+    return bench_bridges.chapter4_failures(metrics)
+
+
 # Every trained result a chapter notebook asserts, keyed by a name --only can pick ("chapter2", ...).
 SEED_RUNS: dict[str, SeedRun] = {
     "chapter2": SeedRun("chapter 2: mini-CLIP zero-shot, retrieval and attention", _chapter2, _chapter2_failures),
+    "chapter3": SeedRun("chapter 3: linear vs MLP bridge in the target space (20 to 160 targets; 'caption/linear' has a "
+                        "maximum bar, so its worst is its highest)", _chapter3, _chapter3_failures),
+    "chapter4": SeedRun("chapter 4: Q-Former on frozen patch features, held-out accuracy and where its queries look",
+                        _chapter4, _chapter4_failures),
 }
 
 
@@ -284,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only or "bridge" in args.only:
         print("LM forward time on each bridge's output (8 images of 196 patches + 16 text tokens):")
         bench_lm_per_bridge(min_run_time=args.min_run_time)
+        from mmllm_course.bench_bridges import bridge_comparison_table, format_bridge_table
+
+        print("chapter 4's table: the five bridges on 64-wide features, a 128-wide tiny Llama, N = 16 and 784:")
+        print(format_bridge_table(bridge_comparison_table(min_run_time=args.min_run_time)))
     root = Path.cwd()
     if not args.no_notebooks and not args.only:
         if (root / "notebooks").is_dir():

@@ -602,7 +602,9 @@ assert attention_on_shape > 1.5 * uniform_share, "the pooled attention does not 
 # - CLIP: two towers, L2-normalised embeddings, cosines / temperature, the InfoNCE loss over rows
 #   and columns. The text tower is causal and reads out at the end-of-text token.
 # - Zero-shot classification = embed one prompt (or an ensemble) per class and pick the nearest.
-#   The mini-CLIP you trained here passes the checked bars above.
+#   The mini-CLIP you trained here passes the checked bars above. Later chapters start from this
+#   very run (seed 0 of the same recipe), shipped with the package so they need not retrain it:
+#   `mmllm_course.pretrained.load_chapter2_clip()`.
 # - Attention maps are a heuristic view of where the model reads, not an explanation.
 # - Our `CLIP` matches `transformers`' `CLIPModel` on the same weights.
 #
