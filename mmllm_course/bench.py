@@ -80,11 +80,41 @@ def _attention_case() -> Case:
     return "self-attention (CLIPAttention, 8x65x128, 4 heads)", lambda: ours(x)[0], lambda: ref(x)[0]
 
 
+def _llava_case() -> Case:
+    import transformers
+
+    from mmllm_course.backbones import UnifiedEmbeddingMLLM
+    from mmllm_course.bridges import mlp_bridge_from_transformers
+    from mmllm_course.encoders import clip_vision_from_transformers
+    from mmllm_course.language import course_lm_tokenizer
+
+    tok = course_lm_tokenizer()
+    t = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    llama = dict(model_type="llama", vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    ref = transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(
+        vision_config=dict(model_type="clip_vision_model", image_size=32, patch_size=8, **t), text_config=llama,
+        image_token_index=tok.convert_tokens_to_ids("<image>"))).eval()
+    lm = transformers.LlamaForCausalLM(ref.config.text_config).eval()
+    sd = ref.state_dict()
+    lm.load_state_dict({**{"model." + k[len("model.language_model."):]: v for k, v in sd.items()
+                           if k.startswith("model.language_model.")}, "lm_head.weight": sd["lm_head.weight"]})
+    ours = UnifiedEmbeddingMLLM(clip_vision_from_transformers(ref.model.vision_tower), mlp_bridge_from_transformers(ref),
+                                lm, tok, feature_layer=-2, drop_class_token=True).eval()
+    batch = ours.tokenize(["<image>Describe the image."] * 16, [" a small red circle in the top left"] * 16)
+    x = torch.rand(16, 3, 32, 32)
+    return ("unified embedding decoder (LlavaForConditionalGeneration, 16 prompts, K=16, D=128)",
+            lambda: ours(**batch, images=x).logits,
+            lambda: ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=x).logits)
+
+
 CASES: dict[str, Callable[[], Case]] = {
     "patch": _patch_embedding_case,
     "attention": _attention_case,
     "vit": _vit_case,
     **BRIDGE_CASES,
+    "llava": _llava_case,
 }
 
 
@@ -235,6 +265,18 @@ def _chapter4_failures(metrics: dict) -> list:
     return bench_bridges.chapter4_failures(metrics)
 
 
+def _chapter5(seed: int) -> dict:
+    from mmllm_course.training import recipes
+
+    return recipes.evaluate_captioner(recipes.train_chapter5_captioner(seed, progress=False))
+
+
+def _chapter5_failures(metrics: dict) -> list:
+    from mmllm_course.training import recipes
+
+    return recipes.chapter5_failures(metrics)
+
+
 # Every trained result a chapter notebook asserts, keyed by a name --only can pick ("chapter2", ...).
 SEED_RUNS: dict[str, SeedRun] = {
     "chapter2": SeedRun("chapter 2: mini-CLIP zero-shot, retrieval and attention", _chapter2, _chapter2_failures),
@@ -242,6 +284,8 @@ SEED_RUNS: dict[str, SeedRun] = {
                         "maximum bar, so its worst is its highest)", _chapter3, _chapter3_failures),
     "chapter4": SeedRun("chapter 4: Q-Former on frozen patch features, held-out accuracy and where its queries look",
                         _chapter4, _chapter4_failures),
+    "chapter5": SeedRun("chapter 5: stage-1 captioner (frozen mini-CLIP and LM, bridge trained), held-out captions",
+                        _chapter5, _chapter5_failures),
 }
 
 
@@ -316,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print("chapter 4's table: the five bridges on 64-wide features, a 128-wide tiny Llama, N = 16 and 784:")
         print(format_bridge_table(bridge_comparison_table(min_run_time=args.min_run_time)))
+    if not args.only or "chapter5" in args.only or "llava" in args.only:
+        from mmllm_course.training.recipes import bench_chapter5_timing
+
+        out = bench_chapter5_timing()  # {"ms_per_train_step", "ms_per_generated_token", "train_batch", "generate_batch"}
+        print(f"chapter 5 stage 1: {out['ms_per_train_step']:.0f} ms per training step (batch {out['train_batch']}), "
+              f"{out['ms_per_generated_token']:.1f} ms per generated token (batch {out['generate_batch']})")
     root = Path.cwd()
     if not args.no_notebooks and not args.only:
         if (root / "notebooks").is_dir():

@@ -6,6 +6,7 @@ in every notebook would cost a minute each time, so the package ships the weight
 :func:`make_weights` produces from the chapter's recipe (seed 0), and the chapter loads them::
 
     clip, tokenizer = load_chapter2_clip()         # frozen, eval mode, on the CPU
+    lm, tokenizer = load_chapter5_lm()             # chapter 5's tiny LlamaForCausalLM (isolated=True: the pitfall twin)
 
 Nothing is downloaded: the file lives inside the package (``mmllm_course/weights/``). Rebuild it
 with ``python -m mmllm_course.pretrained chapter2_clip`` (about a minute on 2 CPU cores);
@@ -108,7 +109,77 @@ def load_chapter2_clip(path: str | None = None):
     return model, tokenizer
 
 
-MAKERS: dict[str, Callable[..., str]] = {"chapter2_clip": make_chapter2_clip}
+# --------------------------------------------------------------------------- chapter 5's language model
+
+
+def _make_chapter5(path: str | None, quick: bool, progress: bool, context_reading: bool) -> str:
+    from mmllm_course.training.recipes import CHAPTER5, lm_text_accuracy, pretrain_chapter5_lm
+
+    name = "chapter5_lm" if context_reading else "chapter5_lm_isolated"
+    recipe = dataclasses.replace(CHAPTER5, pretrain_steps=5, pretrain_examples=500) if quick else CHAPTER5
+    lm, tokenizer, history = pretrain_chapter5_lm(seed=0, recipe=recipe, context_reading=context_reading, progress=progress)
+    metrics = {"context_reading_exact": lm_text_accuracy(lm, tokenizer, recipe, context_reading=True),
+               "isolated_exact": lm_text_accuracy(lm, tokenizer, recipe, context_reading=False),
+               "final_loss": history.loss[-1]}
+    metadata = {
+        "recipe": "CHAPTER5" + (" quick" if quick else ""),
+        "seed": "0",
+        "context_reading": str(context_reading),
+        "config": json.dumps({k: v for k, v in dataclasses.asdict(recipe).items()}),
+        "metrics": json.dumps({k: round(v, 4) for k, v in metrics.items()}),
+        "torch": torch.__version__,
+    }
+    path = path or weights_path(name)
+    # tied input/output embeddings share one tensor, which safetensors refuses: store a copy of each
+    state = {k: v.detach().clone().contiguous().cpu() for k, v in lm.state_dict().items()}
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(state, path, metadata=metadata)
+    return path
+
+
+def make_chapter5_lm(path: str | None = None, quick: bool = False, progress: bool = False) -> str:
+    """Pretrain chapter 5's LM on context-reading text (recipe seed 0) and save it; ``quick``: 5 steps, layout only."""
+    return _make_chapter5(path, quick, progress, context_reading=True)
+
+
+def make_chapter5_lm_isolated(path: str | None = None, quick: bool = False, progress: bool = False) -> str:
+    """The pitfall twin: the same LM pretrained on isolated captions only (no context to read)."""
+    return _make_chapter5(path, quick, progress, context_reading=False)
+
+
+def load_chapter5_lm(path: str | None = None, isolated: bool = False):
+    """Chapter 5's pretrained tiny ``LlamaForCausalLM`` and its tokenizer: ``(lm, tokenizer)``, frozen, eval mode.
+
+    ``isolated=True`` loads the pitfall twin pretrained on isolated captions. Its text metrics
+    (teacher-forced exact targets, with and without a context) are in ``lm.pretrained_metrics``.
+    """
+    from mmllm_course.language.lm import course_lm_tokenizer, make_causal_lm
+    from mmllm_course.training.recipes import CHAPTER5
+
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or None, got {type(path).__name__}")
+    if not isinstance(isolated, bool):
+        raise TypeError(f"isolated must be a bool, got {type(isolated).__name__}")
+    name = "chapter5_lm_isolated" if isolated else "chapter5_lm"
+    state, metadata = _read(os.fspath(path) if path is not None else weights_path(name))
+    recipe = CHAPTER5
+    if "config" in metadata:
+        lm_fields = {"arch", "lm_dim", "lm_depth", "lm_heads", "lm_kv_heads", "lm_mlp_dim", "context_length"}  # the LM's size
+        recipe = dataclasses.replace(recipe, **{k: v for k, v in json.loads(metadata["config"]).items() if k in lm_fields})
+    tokenizer = course_lm_tokenizer()
+    lm = make_causal_lm(recipe.lm_config(), tokenizer)
+    missing, unexpected = lm.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"weights file does not fit chapter 5's LM: missing {sorted(missing)}, unused {sorted(unexpected)}")
+    lm.eval().requires_grad_(False)
+    lm.pretrained_metrics = json.loads(metadata.get("metrics", "{}"))
+    return lm, tokenizer
+
+
+MAKERS: dict[str, Callable[..., str]] = {"chapter2_clip": make_chapter2_clip, "chapter5_lm": make_chapter5_lm,
+                                         "chapter5_lm_isolated": make_chapter5_lm_isolated}
 
 
 def main(argv: list[str] | None = None) -> None:

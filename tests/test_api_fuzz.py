@@ -996,6 +996,161 @@ BRIDGE_REGISTRY: dict[str, Spec | str] = {
 REGISTRY.update(BRIDGE_REGISTRY)
 
 
+# ---- mmllm_course.language, mmllm_course.backbones, mmllm_course.training (chapter 5)
+from mmllm_course.backbones import UnifiedEmbeddingMLLM  # noqa: E402
+from mmllm_course.language import (  # noqa: E402
+    CorpusConfig,
+    CausalLMConfig,
+    TextCorpus,
+    course_lm_tokenizer,
+    make_causal_lm,
+    make_text_corpus,
+)
+from mmllm_course.training import (  # noqa: E402
+    TrainConfig,
+    TrainHistory,
+    caption_metrics,
+    count_parameters,
+    freeze,
+    load_trainable,
+    save_trainable,
+    train,
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _lm_tok():
+    return course_lm_tokenizer()
+
+
+def _tiny_lm(arch: str = "llama"):
+    return make_causal_lm(CausalLMConfig(arch=arch, dim=32, depth=1, num_heads=4, num_kv_heads=2, mlp_dim=64, context_length=48),
+                          _lm_tok(), seed=0)
+
+
+def _mllm(bridge: str = "mlp") -> UnifiedEmbeddingMLLM:
+    torch.manual_seed(0)
+    encoder = ViT(ViTConfig(image_size=32, patch_size=8, dim=16, depth=1, num_heads=2, mlp_dim=32)).eval()
+    return UnifiedEmbeddingMLLM(encoder, make_bridge(bridge, in_dim=16, out_dim=32), _tiny_lm(), _lm_tok()).eval()
+
+
+def _mllm_batch(targets: bool = True) -> dict:
+    return _mllm().tokenize(["<image>Describe the image.", "<image>?"], [" a red circle", " red"] if targets else None)
+
+
+class _ToyLoss(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(4, 1)
+
+    def forward(self, x, y):
+        from types import SimpleNamespace
+        return SimpleNamespace(loss=((self.head(x).squeeze(-1) - y) ** 2).mean())
+
+
+def _toy_data() -> dict:
+    return {"x": _rand(16, 4), "y": _rand(16)}
+
+
+def _saved_toy() -> str:
+    import tempfile
+    path = os.path.join(tempfile.gettempdir(), f"mmllm_fuzz_toy_{os.getpid()}.safetensors")
+    torch.manual_seed(0)
+    save_trainable(_ToyLoss(), path)
+    return path
+
+
+CHAPTER5_REGISTRY: dict[str, Spec | str] = {
+    "CAPTION_PROMPT": CONSTANT,
+    "IMAGE_TOKEN": CONSTANT,
+    "CausalLMConfig": Spec(
+        lambda: [Call(CausalLMConfig, kwargs=dict(arch="gpt2", dim=32, depth=1, num_heads=4, num_kv_heads=2, mlp_dim=64,
+                                                  context_length=48, tie_embeddings=False))],
+        lambda: [("arch mamba", lambda: CausalLMConfig(arch="mamba")), ("dim 30 for 4 heads", lambda: CausalLMConfig(dim=30)),
+                 ("kv heads 3 of 4", lambda: CausalLMConfig(num_kv_heads=3)), ("tie 1", lambda: CausalLMConfig(tie_embeddings=1))]),
+    "CorpusConfig": Spec(
+        lambda: [Call(CorpusConfig, kwargs=dict(context_reading=True, min_slots=6, max_slots=12, max_repeats=2, qa_fraction=0.5),
+                      zero_ok=_fs("qa_fraction"))],
+        lambda: [("min_slots 3", lambda: CorpusConfig(min_slots=3)), ("max < min", lambda: CorpusConfig(min_slots=10, max_slots=8)),
+                 ("qa 1.5", lambda: CorpusConfig(qa_fraction=1.5)), ("prompt 5", lambda: CorpusConfig(prompt=5))]),
+    "TextCorpus": Spec(lambda: [Call(TextCorpus, (torch.zeros(1, 2, dtype=torch.long),) * 3 + (torch.zeros(1, 4, dtype=torch.long), ["a"]))],
+                       mutate=False),
+    "course_lm_tokenizer": Spec(lambda: [Call(course_lm_tokenizer)]),
+    "make_causal_lm": Spec(
+        lambda: [Call(make_causal_lm, (CausalLMConfig(dim=32, depth=1, mlp_dim=64),), dict(tokenizer=_lm_tok(), seed=1),
+                      zero_ok=_fs("seed"))],
+        lambda: [("a dict config", lambda: make_causal_lm({"dim": 32})), ("tokenizer 'abc'", lambda: make_causal_lm(None, "abc"))]),
+    "make_text_corpus": Spec(
+        lambda: [Call(make_text_corpus, (8,), dict(seed=1, config=CorpusConfig(qa_fraction=0.5), tokenizer=_lm_tok()), zero_ok=_fs("seed"))],
+        lambda: [("a dict config", lambda: make_text_corpus(4, config={"min_slots": 6}))]),
+    "UnifiedEmbeddingMLLM": Spec(
+        lambda: [
+            Call(UnifiedEmbeddingMLLM, (_mllm().encoder, make_bridge("mlp", in_dim=16, out_dim=32), _tiny_lm(), _lm_tok()),
+                 dict(feature_layer=-2, drop_class_token=True), negative_ok=_fs("feature_layer"), zero_ok=_fs("feature_layer")),
+            Call(_mllm(), kwargs=dict(**_mllm_batch(), images=_rand(2, 3, 32, 32))),
+            Call(_mllm(), kwargs=dict(**_mllm_batch(False), image_features=_rand(2, 17, 16))),
+            Call(_mllm().generate, (["<image>Describe the image.", "<image>?"],), dict(images=_rand(2, 3, 32, 32), max_new_tokens=3)),
+            Call(_mllm().tokenize, (["<image>Describe the image.", "<image>?"], [" a red circle", " red"])),
+            Call(_mllm().image_embeddings, (_rand(2, 3, 32, 32),)),
+            Call(_mllm().embed, (_mllm_batch()["input_ids"], _rand(2, 17, 32))),
+            Call(_mllm().position_ids, (_mask(2, 5),)),
+        ],
+        lambda: [
+            ("no placeholder", lambda: _mllm().tokenize(["Describe the image."])),
+            ("more placeholders than images", lambda: _mllm()(**_mllm_batch(), images=_rand(1, 3, 32, 32))),
+            ("more images than placeholders", lambda: _mllm()(**_mllm_batch(), images=_rand(3, 3, 32, 32))),
+            ("16x16 images", lambda: _mllm()(**_mllm_batch(), images=_rand(2, 3, 16, 16))),
+            ("both images and features", lambda: _mllm()(**_mllm_batch(), images=_rand(2, 3, 32, 32), image_features=_rand(2, 17, 16))),
+            ("neither images nor features", lambda: _mllm()(**_mllm_batch())),
+            ("features of 16 tokens", lambda: _mllm()(**_mllm_batch(), image_features=_rand(2, 16, 16))),
+            ("prompt longer than the context", lambda: _mllm().tokenize(["<image>" + " red" * 40])),
+            ("generate past the context", lambda: _mllm().generate(["<image>"], images=_rand(1, 3, 32, 32), max_new_tokens=40)),
+            ("bridge width 48 for an LM of 32", lambda: UnifiedEmbeddingMLLM(
+                _mllm().encoder, make_bridge("mlp", in_dim=16, out_dim=48), _tiny_lm(), _lm_tok())),
+            ("bridge in_dim 64 for an encoder of 16", lambda: UnifiedEmbeddingMLLM(
+                _mllm().encoder, make_bridge("mlp", in_dim=64, out_dim=32), _tiny_lm(), _lm_tok())),
+            ("tokenizer without <image>", lambda: UnifiedEmbeddingMLLM(
+                _mllm().encoder, make_bridge("mlp", in_dim=16, out_dim=32), _tiny_lm(), shapes_tokenizer())),
+            ("no encoder and no N", lambda: UnifiedEmbeddingMLLM(None, make_bridge("mlp", in_dim=16, out_dim=32), _tiny_lm(), _lm_tok())),
+            ("2 prompts, 1 target", lambda: _mllm().tokenize(["<image>", "<image>"], ["a"])),
+            ("padding_side middle", lambda: _mllm().tokenize(["<image>"], padding_side="middle")),
+            ("id 600", lambda: _mllm()(_mllm_batch()["input_ids"] * 0 + 600, images=_rand(2, 3, 32, 32))),
+            ("mask with a 2", lambda: _mllm()(_mllm_batch()["input_ids"], attention_mask=2 * _mllm_batch()["attention_mask"],
+                                              images=_rand(2, 3, 32, 32))),
+            ("labels (2, 3)", lambda: _mllm()(_mllm_batch()["input_ids"], labels=torch.zeros(2, 3, dtype=torch.long),
+                                              images=_rand(2, 3, 32, 32))),
+        ]),
+    "TrainConfig": Spec(
+        lambda: [Call(TrainConfig, kwargs=dict(steps=10, batch_size=4, lr=1e-3, warmup_steps=2, weight_decay=0.1, grad_clip=1.0,
+                                               min_lr_ratio=0.1, seed=1), zero_ok=_fs("warmup_steps", "seed", "weight_decay", "min_lr_ratio"))],
+        lambda: [("lr 0", lambda: TrainConfig(lr=0.0)), ("grad_clip 0", lambda: TrainConfig(grad_clip=0.0))]),
+    "TrainHistory": Spec(lambda: [Call(TrainHistory, ([1.0], [0.1], 1.0))], mutate=False),
+    "caption_metrics": Spec(
+        lambda: [Call(caption_metrics, (list(_batch().captions), _batch().objects[:, 0]))],
+        lambda: [("3 objects for 4 texts", lambda: caption_metrics(list(_batch().captions), _batch().objects[:3, 0])),
+                 ("label 9", lambda: caption_metrics(["a"], torch.tensor([[9, 0, 0, 0]])))]),
+    "count_parameters": Spec(lambda: [Call(count_parameters, (torch.nn.Linear(2, 3),), dict(trainable_only=True))]),
+    "freeze": Spec(lambda: [Call(freeze, (torch.nn.Linear(2, 3),))]),
+    "save_trainable": Spec(
+        lambda: [Call(save_trainable, (_ToyLoss(), os.path.join(__import__("tempfile").gettempdir(), f"mmllm_fuzz_{os.getpid()}.safetensors")))],
+        lambda: [("frozen model", lambda: save_trainable(freeze(_ToyLoss()), "/tmp/x.safetensors")),
+                 ("metadata of ints", lambda: save_trainable(_ToyLoss(), "/tmp/x.safetensors", metadata={"a": 1}))]),
+    "load_trainable": Spec(
+        lambda: [Call(load_trainable, (_ToyLoss(), _saved_toy()), str_value=MISSING_FOLDER)],
+        lambda: [("missing file", lambda: load_trainable(_ToyLoss(), MISSING_FOLDER)),
+                 ("wrong model", lambda: load_trainable(torch.nn.Linear(4, 2), _saved_toy()))]),
+    "train": Spec(
+        lambda: [Call(train, (_ToyLoss(), _toy_data(), TrainConfig(steps=3, batch_size=4)), dict(progress=False))],
+        lambda: [("frozen model", lambda: train(freeze(_ToyLoss()), _toy_data(), progress=False)),
+                 ("batch 64 of 16 rows", lambda: train(_ToyLoss(), _toy_data(), TrainConfig(batch_size=64), progress=False)),
+                 ("rows 16 and 3", lambda: train(_ToyLoss(), {"x": _rand(16, 4), "y": _rand(3)}, progress=False)),
+                 ("a list of data", lambda: train(_ToyLoss(), [1, 2], progress=False)),
+                 ("nan data", lambda: train(_ToyLoss(), {"x": _rand(16, 4) * float("nan"), "y": _rand(16)},
+                                            TrainConfig(steps=2, batch_size=4), progress=False))]),
+}
+REGISTRY.update(CHAPTER5_REGISTRY)
+
+
 # ---------------------------------------------------------------------------------------- engine
 
 

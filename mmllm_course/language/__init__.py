@@ -1,0 +1,13 @@
+"""The language model of the course: tiny ``transformers`` causal LMs (LLaMA, GPT-2) and the text they are pretrained on.
+
+- ``CausalLMConfig`` / ``make_causal_lm``: a ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` sized for a CPU;
+- ``course_lm_tokenizer``: the offline shapes-world BPE with the ``<image>`` placeholder (``IMAGE_TOKEN``);
+- ``CorpusConfig`` / ``make_text_corpus``: captions and answers, with a context to read (or without:
+  the pitfall a frozen LM cannot recover from).
+"""
+
+from mmllm_course.language.corpus import CAPTION_PROMPT, CorpusConfig, TextCorpus, make_text_corpus
+from mmllm_course.language.lm import IMAGE_TOKEN, CausalLMConfig, course_lm_tokenizer, make_causal_lm
+
+__all__ = ["CAPTION_PROMPT", "IMAGE_TOKEN", "CausalLMConfig", "CorpusConfig", "TextCorpus", "course_lm_tokenizer",
+           "make_causal_lm", "make_text_corpus"]
