@@ -109,12 +109,53 @@ def _llava_case() -> Case:
             lambda: ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=x).logits)
 
 
+def _whisper_encoder_case() -> Case:
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from mmllm_course.encoders.audio import whisper_encoder_from_transformers
+
+    # whisper-tiny's encoder sizes (width 384, 4 layers, 6 heads, MLP 1536) on 5 s chunks (500 mel frames -> 250 tokens)
+    cfg = WhisperConfig(vocab_size=100, num_mel_bins=80, d_model=384, encoder_layers=4, encoder_attention_heads=6,
+                        encoder_ffn_dim=1536, decoder_layers=1, decoder_attention_heads=6, decoder_ffn_dim=1536,
+                        max_source_positions=250, max_target_positions=32, pad_token_id=1, bos_token_id=1, eos_token_id=2,
+                        decoder_start_token_id=1, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    ref = WhisperEncoder(cfg).eval()
+    ours = whisper_encoder_from_transformers(ref).eval()
+    mel = torch.randn(2, 80, 500)
+    with torch.no_grad():
+        diff = (ours(mel) - ref(mel).last_hidden_state).abs().max().item()
+    assert diff <= 1e-4, f"AudioEncoder and WhisperEncoder disagree by {diff}"
+    return ("audio encoder (WhisperEncoder, 2x80x500 mel, D=384, 4 layers)", lambda: ours(mel),
+            lambda: ref(mel).last_hidden_state)
+
+
+def _log_mel_case() -> Case:
+    import numpy as np
+    from transformers import WhisperFeatureExtractor
+
+    from mmllm_course.encoders.audio import LogMelSpectrogram
+
+    ref = WhisperFeatureExtractor(feature_size=80, chunk_length=30)  # numpy STFT, 30 s chunks
+    ours = LogMelSpectrogram()  # Whisper's defaults: 80 mels, 30 s chunks
+    rng = np.random.default_rng(0)
+    waves = [(0.1 * rng.standard_normal(16000 * 10)).astype(np.float32) for _ in range(4)]  # 4 clips of 10 s, padded to 30 s
+    batch = torch.from_numpy(np.stack(waves))
+    diff = (ours(batch) - ref(waves, sampling_rate=16000, return_tensors="pt").input_features).abs().max().item()
+    assert diff <= 1e-4, f"LogMelSpectrogram and WhisperFeatureExtractor disagree by {diff}"
+    return ("log-mel (WhisperFeatureExtractor, 4 clips of 10 s padded to 30 s)", lambda: ours(batch),
+            lambda: ref(waves, sampling_rate=16000, return_tensors="pt").input_features)
+
+
 CASES: dict[str, Callable[[], Case]] = {
     "patch": _patch_embedding_case,
     "attention": _attention_case,
     "vit": _vit_case,
     **BRIDGE_CASES,
     "llava": _llava_case,
+    "audio-encoder": _whisper_encoder_case,
+    "log-mel": _log_mel_case,
 }
 
 
@@ -277,6 +318,18 @@ def _chapter5_failures(metrics: dict) -> list:
     return recipes.chapter5_failures(metrics)
 
 
+def _chapter8(seed: int) -> dict:
+    from mmllm_course.encoders import binding
+
+    return binding.run_chapter8(seed)
+
+
+def _chapter8_failures(metrics: dict) -> list:
+    from mmllm_course.encoders import binding
+
+    return binding.chapter8_failures(metrics)
+
+
 # Every trained result a chapter notebook asserts, keyed by a name --only can pick ("chapter2", ...).
 SEED_RUNS: dict[str, SeedRun] = {
     "chapter2": SeedRun("chapter 2: mini-CLIP zero-shot, retrieval and attention", _chapter2, _chapter2_failures),
@@ -286,6 +339,8 @@ SEED_RUNS: dict[str, SeedRun] = {
                         _chapter4, _chapter4_failures),
     "chapter5": SeedRun("chapter 5: stage-1 captioner (frozen mini-CLIP and LM, bridge trained), held-out captions",
                         _chapter5, _chapter5_failures),
+    "chapter8": SeedRun("chapter 8: spoken-description recognition, solids under rotation, emergent audio <-> 3-D retrieval "
+                        "(bar: 4x chance per seed)", _chapter8, _chapter8_failures),
 }
 
 

@@ -89,17 +89,22 @@ from mmllm_course.data import (
     train_bpe_tokenizer,
 )
 from mmllm_course.encoders import (
-    CLIP,
     AudioEncoder,
     AudioEncoderConfig,
+    BindingHead,
+    BindingHistory,
+    BoundEncoder,
+    CLIP,
     CLIPConfig,
     LogMelConfig,
     LogMelSpectrogram,
     MiniPointNet,
+    PairedClouds,
     PatchEmbedding,
     PointEncoder,
     PointEncoderConfig,
     PointEncoderOutput,
+    RetrievalResult,
     TextTransformer,
     TextTransformerConfig,
     TextTransformerOutput,
@@ -109,21 +114,27 @@ from mmllm_course.encoders import (
     VisionEmbeddings,
     WaveformEncoderConfig,
     WaveformFeatureEncoder,
+    caption_embeddings,
     clip_from_transformers,
     clip_loss,
     clip_text_from_transformers,
     clip_vision_from_transformers,
+    embed_in_batches,
+    emergent_retrieval,
     farthest_point_sampling,
     gather_points,
     hertz_to_mel,
     hubert_feature_encoder_from_transformers,
+    info_nce,
     knn_group,
     load_pretrained_clip,
     log_mel_spectrogram,
+    make_paired_clouds,
     mel_filter_bank,
     mel_to_hertz,
     patchify,
     retrieval_recall_at_k,
+    train_binding,
     unpatchify,
     vision_embeddings_from_vit,
     vit_from_transformers,
@@ -1149,6 +1160,98 @@ CHAPTER5_REGISTRY: dict[str, Spec | str] = {
                                             TrainConfig(steps=2, batch_size=4), progress=False))]),
 }
 REGISTRY.update(CHAPTER5_REGISTRY)
+
+
+# ---- mmllm_course.encoders.binding (chapter 8: binding modalities into one space)
+
+def _bound_points() -> BoundEncoder:
+    torch.manual_seed(0)
+    return BoundEncoder(PointEncoder(PointEncoderConfig(num_groups=8, group_size=8, dim=32, depth=1)), BindingHead(32, 16))
+
+
+@functools.lru_cache(maxsize=None)
+def _chapter2():
+    from mmllm_course.pretrained import load_chapter2_clip
+
+    return load_chapter2_clip()
+
+
+BINDING_REGISTRY: dict[str, Spec | str] = {
+    "info_nce": Spec(
+        lambda: [Call(info_nce, (_rand(4, 8), _rand(4, 8)), dict(temperature=0.07, groups=torch.tensor([0, 0, 1, 2]), symmetric=True)),
+                 Call(info_nce, (_rand(3, 8), _rand(3, 8)), dict(symmetric=False))],
+        lambda: [("keys of another width", lambda: info_nce(_rand(4, 8), _rand(4, 6))),
+                 ("one pair", lambda: info_nce(_rand(1, 8), _rand(1, 8))),
+                 ("temperature 0", lambda: info_nce(_rand(4, 8), _rand(4, 8), 0.0)),
+                 ("3 groups for 4 rows", lambda: info_nce(_rand(4, 8), _rand(4, 8), groups=torch.tensor([0, 1, 2]))),
+                 ("float groups", lambda: info_nce(_rand(4, 8), _rand(4, 8), groups=torch.zeros(4))),
+                 ("symmetric 'yes'", lambda: info_nce(_rand(4, 8), _rand(4, 8), symmetric="yes"))],
+    ),
+    "BindingHead": Spec(
+        lambda: [Call(BindingHead, (32, 16), dict(hidden_dim=8)), Call(BindingHead(32, 16), (_rand(2, 32),)),
+                 Call(BindingHead(32, 16, hidden_dim=8), (_rand(2, 32),))],
+        lambda: [("features of width 12", lambda: BindingHead(32, 16)(_rand(2, 12))),
+                 ("3-D features", lambda: BindingHead(32, 16)(_rand(2, 5, 32))),
+                 ("long features", lambda: BindingHead(32, 16)(torch.zeros(2, 32, dtype=torch.long)))],
+    ),
+    "BoundEncoder": Spec(
+        lambda: [Call(BoundEncoder, (torch.nn.Linear(4, 32), BindingHead(32, 16))), Call(_bound_points(), (_rand(2, 64, 3),)),
+                 Call(_bound_points().features, (_rand(2, 64, 3),))],
+        lambda: [("a function as encoder", lambda: BoundEncoder(lambda x: x, BindingHead(4, 4))),
+                 ("an nn.Linear as head", lambda: BoundEncoder(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))),
+                 ("fewer points than groups", lambda: _bound_points()(_rand(1, 5, 3))),
+                 ("NaN cloud", lambda: _bound_points()(_nan(1, 64, 3))),
+                 ("features of the wrong width", lambda: BoundEncoder(torch.nn.Linear(4, 8), BindingHead(32, 16))(_rand(2, 4)))],
+    ),
+    "embed_in_batches": Spec(
+        lambda: [Call(embed_in_batches, (_bound_points(), _rand(5, 64, 3)), dict(batch_size=2))],
+        lambda: [("no inputs", lambda: embed_in_batches(_bound_points(), _rand(0, 64, 3))),
+                 ("a function as model", lambda: embed_in_batches(lambda x: x, _rand(5, 64, 3)))],
+    ),
+    "train_binding": Spec(
+        lambda: [Call(train_binding, (BoundEncoder(torch.nn.Linear(4, 8), BindingHead(8, 16)), _rand(10, 4), _rand(10, 16)),
+                      dict(groups=torch.tensor([0, 1, 2, 3, 4] * 2), steps=2, batch_size=4, lr=1e-3, warmup_steps=1,
+                           weight_decay=0.01, temperature=0.1, freeze_encoder=False, seed=1, progress=False),
+                      zero_ok=_fs("warmup_steps", "seed"), rank_free=_fs("inputs")),
+                 Call(train_binding, (_bound_points(), _rand(6, 64, 3), _rand(6, 16)),
+                      dict(steps=2, batch_size=3, freeze_encoder=True, progress=False), rank_free=_fs("inputs"))],
+        lambda: [("9 targets for 10 inputs", lambda: train_binding(BoundEncoder(torch.nn.Linear(4, 8), BindingHead(8, 16)),
+                                                                  _rand(10, 4), _rand(9, 16), progress=False)),
+                 ("targets of width 12", lambda: train_binding(BoundEncoder(torch.nn.Linear(4, 8), BindingHead(8, 16)),
+                                                              _rand(10, 4), _rand(10, 12), progress=False)),
+                 ("batch of 32 from 10", lambda: train_binding(BoundEncoder(torch.nn.Linear(4, 8), BindingHead(8, 16)),
+                                                              _rand(10, 4), _rand(10, 16), batch_size=32, progress=False)),
+                 ("batch of 1", lambda: train_binding(BoundEncoder(torch.nn.Linear(4, 8), BindingHead(8, 16)),
+                                                     _rand(10, 4), _rand(10, 16), batch_size=1, progress=False)),
+                 ("a bare module", lambda: train_binding(torch.nn.Linear(4, 16), _rand(10, 4), _rand(10, 16), progress=False))],
+    ),
+    "BindingHistory": Spec(lambda: [Call(BindingHistory, ([1.0, 0.5], 2.0))], mutate=False),
+    "RetrievalResult": Spec(lambda: [Call(RetrievalResult, (0.5, 0.25)), Call(lambda: RetrievalResult(0.5, 0.25).times_chance)],
+                            mutate=False),
+    "emergent_retrieval": Spec(
+        lambda: [Call(emergent_retrieval, (_rand(4, 8), _rand(6, 8), torch.tensor([0, 1, 2, 0]), torch.tensor([0, 1, 2, 0, 1, 2])))],
+        lambda: [("a query label missing from the gallery", lambda: emergent_retrieval(_rand(2, 8), _rand(3, 8), torch.tensor([0, 5]),
+                                                                                       torch.tensor([0, 1, 2]))),
+                 ("gallery of another width", lambda: emergent_retrieval(_rand(2, 8), _rand(3, 6), torch.tensor([0, 1]),
+                                                                          torch.tensor([0, 1, 2]))),
+                 ("3 labels for 2 queries", lambda: emergent_retrieval(_rand(2, 8), _rand(3, 8), torch.tensor([0, 1, 1]),
+                                                                        torch.tensor([0, 1, 2])))],
+    ),
+    "caption_embeddings": Spec(
+        lambda: [Call(caption_embeddings, (*_chapter2(), ["small red circle", "large blue square"]), dict(template="a {}"))],
+        lambda: [("one str, not a list", lambda: caption_embeddings(*_chapter2(), "small red circle")),
+                 ("no captions", lambda: caption_embeddings(*_chapter2(), [])),
+                 ("template without {}", lambda: caption_embeddings(*_chapter2(), ["small red circle"], template="a circle")),
+                 ("a caption too long for the text tower", lambda: caption_embeddings(*_chapter2(), ["red " * 40]))],
+    ),
+    "PairedClouds": Spec(lambda: [Call(PairedClouds, (_rand(2, 16, 3), torch.tensor([0, 1]), torch.tensor([1, 0]), _rand(2, 3, 32, 32))),
+                                  Call(make_paired_clouds(4, num_points=16).__len__)], mutate=False),
+    "make_paired_clouds": Spec(
+        lambda: [Call(make_paired_clouds, (6,), dict(seed=1, num_points=32), zero_ok=_fs("seed"))],
+        lambda: [("n '2'", lambda: make_paired_clouds("2")), ("0 points", lambda: make_paired_clouds(2, num_points=0))],
+    ),
+}
+REGISTRY.update(BINDING_REGISTRY)
 
 
 # ---------------------------------------------------------------------------------------- engine
