@@ -446,7 +446,8 @@ print("parameters:", params)
 #   stay a heuristic view of what the queries read.
 # - The token budget: the LLM pays for `K`, not `N`. Query bridges fix `K` at the price of the most
 #   parameters and a bridge cost that grows with `N`; token merging divides `K` by `r²` and keeps
-#   every feature. Which one gives the better model is chapter 5's question, measured there.
+#   every feature. Which one gives the better model is a question for a real task: captioning
+#   through a frozen LM, chapter 5's.
 #
 # **Exercises:** `exercises/04_query_bridges.ipynb`: cross-attention of queries over features, one
 # resampler layer, pixel shuffle, counting tokens; a Q-Former of your own that takes the library's
