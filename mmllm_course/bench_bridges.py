@@ -11,11 +11,12 @@ alone, is measured, small enough to run in seconds on a CPU. A benchmark, not a 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+
+from mmllm_course.utils import one_thread  # one CPU thread for tiny models (also imported from here by tests)
 
 Case = tuple[str, Callable[[], object], Callable[[], object]]  # (name, ours, reference)
 
@@ -301,23 +302,6 @@ class Chapter4Run:
     seconds: float
     held_out: object  # the held-out ShapesBatch (images, captions, boxes) behind task.held_out_features
     seed: int
-
-
-@contextmanager
-def one_thread():
-    """Run the block on one CPU thread, then restore torch's thread count.
-
-    A small model's matrices are too small to gain from sharing them between threads, and sharing can
-    cost a lot: on a 2-core machine kept busy by other processes (load average 8), chapter 4's Q-Former
-    trained in 14.5 s on one thread and in 239 s on two, every parallel region waiting for a thread
-    the OS had put aside.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def chapter4_task(seed: int = 0):

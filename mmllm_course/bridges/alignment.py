@@ -25,6 +25,7 @@ nearest target is their own. Because the targets are random, the map from an ima
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmllm_course._checks import InputTypeError, check_choice, check_int, check_number, check_tensor, describe
+from mmllm_course.utils import one_thread
 
 ALIGNMENT_SCALE = 20.0  # cosine similarities are multiplied by this before the softmax (a fixed temperature)
 
@@ -234,10 +236,7 @@ def train_bridge(
         bar = tqdm(bar, desc=f"{type(bridge).__name__}", leave=False)
     losses: list[float] = []
     n, cursor = len(x_all), 0
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
+    with one_thread() if device.type == "cpu" else nullcontext():
         bridge.train()
         for _ in bar:
             if cursor + batch_size > n:  # a new pass over the training images, in a new order
@@ -251,8 +250,6 @@ def train_bridge(
             losses.append(loss.item())
             if not math.isfinite(losses[-1]):
                 raise ValueError(f"training diverged (loss {losses[-1]}) at step {len(losses)}: lower lr (got {lr})")
-    finally:
-        torch.set_num_threads(threads)
     bridge.eval()
     return losses
 
