@@ -1254,6 +1254,32 @@ BINDING_REGISTRY: dict[str, Spec | str] = {
 REGISTRY.update(BINDING_REGISTRY)
 
 
+def _chapter_registries() -> dict[str, Spec | str]:
+    """Specs of later chapters, one file each in ``tests/fuzz_specs/chNN.py``: ``specs(fuzz) -> {name: Spec}``.
+
+    ``fuzz`` is this module, so a chapter's file uses ``fuzz.Spec``, ``fuzz.Call``, ``fuzz._rand``... without
+    importing a test module by name (pytest imports it under its own). A name given twice is an error.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    found: dict[str, Spec | str] = {}
+    for path in sorted((Path(__file__).parent / "fuzz_specs").glob("ch*.py")):
+        spec = importlib.util.spec_from_file_location(f"fuzz_specs_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        specs = module.specs(sys.modules[__name__])
+        twice = sorted((set(specs) & set(found)) | (set(specs) & set(REGISTRY)))
+        if twice:
+            raise AssertionError(f"{path.name} gives fuzz specs that another registry gives too: {twice}")
+        found.update(specs)
+    return found
+
+
+REGISTRY.update(_chapter_registries())
+
+
 # ---------------------------------------------------------------------------------------- engine
 
 
