@@ -42,21 +42,15 @@ def _encoder_num_features(encoder: nn.Module, drop_class_token: bool) -> int | N
     return None
 
 
-class UnifiedEmbeddingMLLM(nn.Module):
-    """encoder + bridge + causal LM + tokenizer: images and prompts -> logits, loss, or generated text.
+class ImagePromptModel(nn.Module):
+    """What backbones A and B share: the parts, their checks, images -> bridge tokens, prompts -> ids, masks, positions.
 
-    - ``encoder``: a module images (B, 3, H, W) -> features; our :class:`~mmllm_course.encoders.ViT`
-      (or a :class:`~mmllm_course.encoders.CLIP`, whose ``vision`` tower is used), or any module
-      returning a (B, N, D_enc) tensor or an output with ``last_hidden_state`` (then give
-      ``num_image_features`` = N). None when you only pass precomputed ``image_features``.
-    - ``bridge``: any :class:`~mmllm_course.bridges.Bridge` with ``out_dim`` = the LM's width.
-    - ``lm``: a ``transformers`` causal LM (``LlamaForCausalLM``, ``GPT2LMHeadModel``...).
-    - ``tokenizer``: its tokenizer, holding ``image_token`` as one special token.
-    - ``feature_layer``: None = the encoder's last output; an int = that entry of its
-      ``hidden_states`` (LLaVA uses -2, the second-to-last layer). ``drop_class_token``: keep only
-      the patch tokens (LLaVA's ``vision_feature_select_strategy="default"``).
-    - ``add_bos``: :meth:`tokenize` starts every prompt with the tokenizer's bos token.
+    Not used on its own. A subclass sets ``num_image_tokens``: how many LM positions one ``<image>``
+    placeholder takes in :meth:`tokenize` (backbone A: the K bridge tokens; backbone B: 1 marker).
+    ``num_bridge_tokens`` is K, the tokens the bridge makes per image.
     """
+
+    num_image_tokens: int
 
     def __init__(
         self,
@@ -118,7 +112,7 @@ class UnifiedEmbeddingMLLM(nn.Module):
         self.image_token, self.image_token_id = image_token, int(image_id)
         self.feature_layer, self.drop_class_token, self.add_bos = feature_layer, drop_class_token, add_bos
         self.num_image_features = int(num_image_features)  # N
-        self.num_image_tokens = int(bridge.num_output_tokens(self.num_image_features))  # K
+        self.num_bridge_tokens = int(bridge.num_output_tokens(self.num_image_features))  # K, per image
         self.context_length = lm_context_length(lm)
 
     # ------------------------------------------------------------------------------------ images
@@ -162,7 +156,8 @@ class UnifiedEmbeddingMLLM(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Prompts (each with one or more ``<image>``) [+ targets] -> ``input_ids``, ``attention_mask`` [, ``labels``], all (B, T).
 
-        Each ``<image>`` becomes K image-token ids; a target gets the eos token appended. Labels are
+        Each ``<image>`` becomes ``num_image_tokens`` image-token ids (backbone A: K; backbone B: one
+        marker); a target gets the eos token appended. Labels are
         the ids on the target tokens and -100 everywhere else (bos, image tokens, prompt, padding).
         ``padding_side="left"`` for generation (every row ends with a real token), ``"right"`` for training.
         """
@@ -211,8 +206,6 @@ class UnifiedEmbeddingMLLM(nn.Module):
                 out["labels"][i, span] = torch.tensor(lab)
         return out
 
-    # -------------------------------------------------------------------------------- the splice
-
     def _check_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         check_tensor(input_ids, "input_ids", "(B, T)", ndim=2, kind="int")
         if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
@@ -233,6 +226,55 @@ class UnifiedEmbeddingMLLM(nn.Module):
         if not bool(mask.any(dim=1).all()):
             raise ValueError("every row of attention_mask must keep at least one token")
         return mask
+
+    @staticmethod
+    def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+        """Positions (B, T) that count real tokens only: 0, 1, 2... from each row's first real token (padding: 1).
+
+        The same rule as ``transformers``' ``generate``: with left padding, a row's text starts at
+        position 0 whatever its padding, so a batched row gives the same logits as the row alone.
+        """
+        check_tensor(attention_mask, "attention_mask", "(B, T)", ndim=2)
+        if attention_mask.is_floating_point():
+            raise InputTypeError(f"attention_mask must be bool or 0/1 integers, got dtype {attention_mask.dtype}")
+        mask = keep_mask(attention_mask, "attention_mask").long()
+        return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+
+class UnifiedEmbeddingMLLM(ImagePromptModel):
+    """encoder + bridge + causal LM + tokenizer: images and prompts -> logits, loss, or generated text.
+
+    - ``encoder``: a module images (B, 3, H, W) -> features; our :class:`~mmllm_course.encoders.ViT`
+      (or a :class:`~mmllm_course.encoders.CLIP`, whose ``vision`` tower is used), or any module
+      returning a (B, N, D_enc) tensor or an output with ``last_hidden_state`` (then give
+      ``num_image_features`` = N). None when you only pass precomputed ``image_features``.
+    - ``bridge``: any :class:`~mmllm_course.bridges.Bridge` with ``out_dim`` = the LM's width.
+    - ``lm``: a ``transformers`` causal LM (``LlamaForCausalLM``, ``GPT2LMHeadModel``...).
+    - ``tokenizer``: its tokenizer, holding ``image_token`` as one special token.
+    - ``feature_layer``: None = the encoder's last output; an int = that entry of its
+      ``hidden_states`` (LLaVA uses -2, the second-to-last layer). ``drop_class_token``: keep only
+      the patch tokens (LLaVA's ``vision_feature_select_strategy="default"``).
+    - ``add_bos``: :meth:`tokenize` starts every prompt with the tokenizer's bos token.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module | None,
+        bridge: Bridge,
+        lm: nn.Module,
+        tokenizer,
+        *,
+        image_token: str = IMAGE_TOKEN,
+        feature_layer: int | None = None,
+        drop_class_token: bool = False,
+        num_image_features: int | None = None,
+        add_bos: bool = True,
+    ):
+        super().__init__(encoder, bridge, lm, tokenizer, image_token=image_token, feature_layer=feature_layer,
+                         drop_class_token=drop_class_token, num_image_features=num_image_features, add_bos=add_bos)
+        self.num_image_tokens = self.num_bridge_tokens  # K positions per placeholder
+
+    # -------------------------------------------------------------------------------- the splice
 
     def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
         """The spliced inputs_embeds (B, T, D): token embeddings, with image_embeds (B_img, K, D) over the placeholders.
@@ -263,19 +305,6 @@ class UnifiedEmbeddingMLLM(nn.Module):
         image_embeds = image_embeds.to(embeds.dtype)
         # masked_scatter fills the True positions in row-major order: image 0's K tokens, then image 1's...
         return embeds.masked_scatter(is_image.unsqueeze(-1).expand_as(embeds), image_embeds.reshape(-1, width))
-
-    @staticmethod
-    def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-        """Positions (B, T) that count real tokens only: 0, 1, 2... from each row's first real token (padding: 1).
-
-        The same rule as ``transformers``' ``generate``: with left padding, a row's text starts at
-        position 0 whatever its padding, so a batched row gives the same logits as the row alone.
-        """
-        check_tensor(attention_mask, "attention_mask", "(B, T)", ndim=2)
-        if attention_mask.is_floating_point():
-            raise InputTypeError(f"attention_mask must be bool or 0/1 integers, got dtype {attention_mask.dtype}")
-        mask = keep_mask(attention_mask, "attention_mask").long()
-        return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
 
     def forward(
         self,
