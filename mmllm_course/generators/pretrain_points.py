@@ -1,0 +1,116 @@
+"""Pretrain the capstone's frozen point-cloud decoder and its judge, and ship them as safetensors.
+
+    python -m mmllm_course.generators.pretrain_points            # both files, recipe seed 0
+    python -m mmllm_course.generators.pretrain_points judge      # only the judge (chapter 8's point classifier)
+    python -m mmllm_course.generators.pretrain_points decoder    # only the decoder (evaluated by the shipped judge)
+    python -m mmllm_course.generators.pretrain_points --quick --out /tmp/w   # a few steps: the same layout, for a test
+
+The judge comes first: the decoder's metrics, stored in its file, are measured by it. Files land in
+``mmllm_course/weights/`` (``chapter11_point_judge.safetensors``, ``chapter11_point_decoder.safetensors``)
+unless ``--out`` names a folder. Load them with :func:`~mmllm_course.generators.point_diffusion.load_point_decoder`
+and :func:`~mmllm_course.generators.point_diffusion.load_point_judge`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+
+import torch
+
+from mmllm_course.generators.point_diffusion import (
+    CHAPTER11_DECODER,
+    DECODER_FILE,
+    JUDGE_FILE,
+    WEIGHTS_DIR,
+    PointJudge,
+    evaluate_point_decoder,
+    load_point_judge,
+    make_attributed_clouds,
+    train_point_decoder,
+)
+
+
+def _save(model: torch.nn.Module, path: str, metadata: dict[str, str]) -> str:
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, path, metadata=metadata)
+    return path
+
+
+def _check_path(path: object, default: str) -> str:
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or None, got {type(path).__name__}")
+    return os.fspath(path) if path is not None else os.path.join(WEIGHTS_DIR, default)
+
+
+def make_point_judge(path: str | None = None, quick: bool = False, progress: bool = False) -> str:
+    """Train chapter 8's point classifier (``CHAPTER8`` recipe, seed 0), calibrate the size judge, save; returns the path.
+
+    Stored metrics: ``classifier_held_out`` (chapter 8's held-out clouds, random rotations),
+    ``classifier_canonical`` and ``size_judge`` (held-out canonical-pose clouds like the decoder's).
+    ``quick``: 5 training steps, the same layout.
+    """
+    from mmllm_course.encoders.binding import CHAPTER8, train_point_classifier
+
+    path = _check_path(path, JUDGE_FILE)
+    recipe = dataclasses.replace(CHAPTER8, classifier_steps=5, point_train_size=200, point_held_out_size=100,
+                                 warmup_steps=2) if quick else CHAPTER8
+    run = train_point_classifier(seed=0, recipe=recipe, progress=progress)
+    judge = PointJudge(run.model).calibrate(make_attributed_clouds(1000, seed=100))  # calibration clouds: seed 100
+    held = make_attributed_clouds(500, seed=101)
+    metrics = {
+        "classifier_held_out": run.accuracy,
+        "classifier_canonical": (judge.solids(held.points) == held.solid).float().mean().item(),
+        "size_judge": (judge.sizes(held.points, held.solid) == held.size).float().mean().item(),
+    }
+    metadata = {"recipe": "CHAPTER8" + (" quick" if quick else ""), "seed": "0", "torch": torch.__version__,
+                "metrics": json.dumps({k: round(v, 4) for k, v in metrics.items()})}
+    return _save(judge, path, metadata)
+
+
+def make_point_decoder(path: str | None = None, quick: bool = False, judge_path: str | None = None,
+                       progress: bool = False) -> str:
+    """Pretrain the decoder (``CHAPTER11_DECODER``, seed 0), measure it with the judge, save; returns the path.
+
+    ``quick``: 5 steps on 200 clouds and a small evaluation, the same layout (not a useful model).
+    """
+    path = _check_path(path, DECODER_FILE)
+    recipe = dataclasses.replace(CHAPTER11_DECODER, steps=5, train_size=200, warmup_steps=2, eval_per_pair=2,
+                                 sample_steps=5, reference_per_pair=5, held_out_size=100) if quick else CHAPTER11_DECODER
+    judge = load_point_judge(judge_path)
+    run = train_point_decoder(seed=0, recipe=recipe, progress=progress)
+    metrics = evaluate_point_decoder(run.decoder, judge, seed=0, recipe=recipe)
+    metrics["train_seconds"] = run.seconds
+    metadata = {
+        "recipe": "CHAPTER11_DECODER" + (" quick" if quick else ""),
+        "seed": "0",
+        "config": json.dumps(dataclasses.asdict(run.decoder.config)),
+        "recipe_config": json.dumps(dataclasses.asdict(recipe)),
+        "metrics": json.dumps({k: round(v, 4) for k, v in metrics.items()}),
+        "torch": torch.__version__,
+    }
+    return _save(run.decoder, path, metadata)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mmllm_course.generators.pretrain_points", description=__doc__.split("\n")[0])
+    parser.add_argument("what", nargs="?", choices=("all", "judge", "decoder"), default="all")
+    parser.add_argument("--quick", action="store_true", help="a few steps: the same file layout, not a useful model")
+    parser.add_argument("--out", default=None, help="folder for the files (default: the package's weights folder)")
+    args = parser.parse_args(argv)
+    out = args.out or WEIGHTS_DIR
+    judge_path = os.path.join(out, JUDGE_FILE)
+    if args.what in ("all", "judge"):
+        print("wrote", make_point_judge(judge_path, quick=args.quick, progress=True))
+    if args.what in ("all", "decoder"):
+        path = make_point_decoder(os.path.join(out, DECODER_FILE), quick=args.quick,
+                                  judge_path=judge_path if os.path.isfile(judge_path) else None, progress=True)
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
