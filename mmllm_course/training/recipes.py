@@ -32,9 +32,10 @@ from dataclasses import dataclass
 
 import torch
 
+from mmllm_course._checks import InputTypeError, describe
 from mmllm_course.data import ShapesBatch, generate_shapes
 from mmllm_course.language.corpus import CAPTION_PROMPT, CorpusConfig, make_text_corpus
-from mmllm_course.language.lm import IMAGE_TOKEN, CausalLMConfig, course_lm_tokenizer, make_causal_lm
+from mmllm_course.language.lm import IMAGE_TOKEN, CausalLMConfig, course_lm_tokenizer, lm_width, make_causal_lm
 from mmllm_course.training.loop import TrainConfig, TrainHistory, count_parameters, freeze, train
 from mmllm_course.training.metrics import caption_metrics
 
@@ -63,6 +64,8 @@ class Chapter5Recipe:
     # held-out exact 96.0-96.6% on seeds 0-2 after 800 steps, where the MLP bridge (LLaVA's) reached 87.4%
     # on this LM (95.8% on an LM twice as wide); see the module docstring and the chapter's bridge table.
     bridge: str = "qformer"
+    num_queries: int = 8  # K of the query bridges (Q-Former queries, resampler latents)
+    feature_layer: int | None = None  # which encoder layer the bridge reads (None: the last; LLaVA reads -2)
     train_size: int = 10_000
     held_out_size: int = 500
     steps: int = 800
@@ -98,7 +101,7 @@ class Chapter5Recipe:
 
     def bridge_kwargs(self) -> dict:
         """Config fields for ``make_bridge(self.bridge, ...)``: the mini-CLIP's width 64 in, the LM's width out."""
-        extra = {"qformer": {"num_queries": 8}, "resampler": {"num_latents": 8}}.get(self.bridge, {})
+        extra = {"qformer": {"num_queries": self.num_queries}, "resampler": {"num_latents": self.num_queries}}.get(self.bridge, {})
         return dict(in_dim=64, out_dim=self.lm_dim, **extra)
 
 
@@ -152,7 +155,9 @@ class CaptionerRun:
 def build_captioner(lm=None, tokenizer=None, recipe: Chapter5Recipe = CHAPTER5, seed: int = 0, bridge=None):
     """The chapter's :class:`UnifiedEmbeddingMLLM`: shipped mini-CLIP (frozen) + a fresh bridge + ``lm`` (frozen).
 
-    ``lm`` defaults to the shipped chapter-5 LM. The bridge's initial weights follow ``seed``.
+    ``lm`` defaults to the shipped chapter-5 LM; any ``transformers`` causal LM works (its tokenizer
+    must hold ``<image>``: :func:`add_image_token`), the bridge's output width is the LM's. The
+    bridge's initial weights follow ``seed``.
     """
     from mmllm_course.backbones import UnifiedEmbeddingMLLM
     from mmllm_course.bridges import make_bridge
@@ -165,8 +170,62 @@ def build_captioner(lm=None, tokenizer=None, recipe: Chapter5Recipe = CHAPTER5, 
     if bridge is None:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            bridge = make_bridge(recipe.bridge, **recipe.bridge_kwargs())
-    return UnifiedEmbeddingMLLM(freeze(clip), bridge, freeze(lm), tokenizer, drop_class_token=recipe.drop_class_token)
+            bridge = make_bridge(recipe.bridge, **dict(recipe.bridge_kwargs(), out_dim=lm_width(lm)))
+    return UnifiedEmbeddingMLLM(freeze(clip), bridge, freeze(lm), tokenizer, drop_class_token=recipe.drop_class_token,
+                                feature_layer=recipe.feature_layer)
+
+
+def add_image_token(lm, tokenizer, image_token: str = IMAGE_TOKEN) -> int:
+    """Make a real ``transformers`` LM and its tokenizer ready for :class:`UnifiedEmbeddingMLLM`; returns the token's id.
+
+    Adds ``image_token`` to ``tokenizer`` as one special token (never split, skipped when decoding)
+    and grows ``lm``'s embedding table (and a tied output layer) to the new vocabulary,
+    ``resize_token_embeddings(len(tokenizer), mean_resizing=False)``: the new row is never read as an
+    input, since the bridge's tokens are written over every ``<image>`` position. A tokenizer without
+    a pad token gets its eos token as pad (GPT-2's has none). Changes both in place; nothing is
+    resized if the token is already there and the table holds it.
+    """
+    from transformers import PreTrainedTokenizerBase
+
+    if not isinstance(lm, torch.nn.Module) or not hasattr(lm, "resize_token_embeddings"):
+        raise InputTypeError(f"lm must be a transformers causal LM (e.g. LlamaForCausalLM), got {describe(lm)}")
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise InputTypeError(f"tokenizer must be a transformers tokenizer, got {describe(tokenizer)}")
+    if not isinstance(image_token, str) or not image_token.strip():
+        raise InputTypeError(f"image_token must be a non-empty str, got {describe(image_token)}")
+    if image_token not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"extra_special_tokens": [image_token]}, replace_extra_special_tokens=False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if len(tokenizer) > lm.get_input_embeddings().num_embeddings:
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return int(tokenizer.convert_tokens_to_ids(image_token))
+
+
+REAL_LM = "HuggingFaceTB/SmolLM2-135M"  # the notebook's online LM (LlamaForCausalLM, width 576, 30 layers); "gpt2" works too
+
+
+def load_real_lm(name: str = REAL_LM):
+    """ONLINE ONLY: a pretrained ``transformers`` causal LM and its tokenizer, ready for :func:`build_captioner`.
+
+    Downloads ``name`` from the Hugging Face Hub the first time (or reads the local cache or a
+    folder), in float32, then :func:`add_image_token` and :func:`~mmllm_course.training.freeze`.
+    Returns ``(lm, tokenizer)``. Offline it raises an OSError that says so; the course's own LM,
+    :func:`~mmllm_course.pretrained.load_chapter5_lm`, needs no network.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not isinstance(name, (str, os.PathLike)) or not os.fspath(name):
+        raise InputTypeError(f"name must be a hub model name or a folder path, got {describe(name)}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    except OSError as err:
+        raise OSError(f"could not load the causal LM {name!r}: it downloads from the Hugging Face Hub the first time, so it "
+                      "needs network access (or a copy in the local cache, or a folder saved with save_pretrained). The course "
+                      f"itself runs offline with load_chapter5_lm(). Original error: {err}") from err
+    add_image_token(lm, tokenizer)
+    return freeze(lm), tokenizer
 
 
 def encode_all(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -176,18 +235,23 @@ def encode_all(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Ten
 
 
 def train_chapter5_captioner(seed: int = 0, recipe: Chapter5Recipe = CHAPTER5, lm=None, tokenizer=None, bridge=None,
-                             progress: bool = True) -> CaptionerRun:
+                             progress: bool = True, features: tuple[torch.Tensor, torch.Tensor] | None = None) -> CaptionerRun:
     """Stage 1: train a bridge between the frozen mini-CLIP and the frozen LM on captions (seed ``seed``).
 
     The encoder is frozen, so its features are computed once for all training images; each step
-    runs the bridge and the LM on a batch of them.
+    runs the bridge and the LM on a batch of them. ``features``: the (train, held-out) features of
+    ``recipe.data(seed)``'s images, if already computed (:func:`compare_bridges` shares them).
     """
     model = build_captioner(lm, tokenizer, recipe, seed, bridge)
     train_set, held_out = recipe.data(seed)
-    features = encode_all(model, train_set.images)
-    held_out_features = encode_all(model, held_out.images)
+    if features is None:
+        features = encode_all(model, train_set.images), encode_all(model, held_out.images)
+    train_features, held_out_features = features
+    if train_features.shape[:2] != (len(train_set), model.num_image_features) or held_out_features.shape[:2] != (len(held_out), model.num_image_features):
+        raise ValueError(f"features must be ({len(train_set)}, {model.num_image_features}, D) and ({len(held_out)}, "
+                         f"{model.num_image_features}, D) for this recipe, got {tuple(train_features.shape)} and {tuple(held_out_features.shape)}")
     batch = model.tokenize([recipe.prompt] * len(train_set), [" " + c for c in train_set.captions])
-    history = train(model, dict(batch, image_features=features), recipe.stage1_config(seed), progress=progress,
+    history = train(model, dict(batch, image_features=train_features), recipe.stage1_config(seed), progress=progress,
                     desc=f"stage 1 ({recipe.bridge} bridge)")
     return CaptionerRun(model, history, train_set, held_out, held_out_features, seed, recipe)
 
@@ -205,24 +269,34 @@ def evaluate_captioner(run: CaptionerRun, batch_size: int = 250) -> dict[str, fl
 
 
 BRIDGE_NAMES = ("linear", "mlp", "qformer", "resampler", "token_merge")
+# The notebook's five-bridge comparison: the chapter's stage 1 with a quarter of its steps and 200 held-out images.
+CHAPTER5_COMPARISON = dataclasses.replace(CHAPTER5, steps=200, held_out_size=200)
 
 
-def compare_bridges(seed: int = 0, steps: int = 400, recipe: Chapter5Recipe = CHAPTER5, lm=None, tokenizer=None,
-                    bridges: tuple[str, ...] = BRIDGE_NAMES, progress: bool = False) -> list[dict]:
-    """Every bridge as a stage-1 captioner on the same frozen LM, encoder, data and number of steps.
+def compare_bridges(seed: int = 0, recipe: Chapter5Recipe = CHAPTER5_COMPARISON, lm=None, tokenizer=None,
+                    bridges: tuple[str, ...] = BRIDGE_NAMES, progress: bool = False, steps: int | None = None) -> list[dict]:
+    """Every bridge as a stage-1 captioner on the same frozen LM, encoder, data, seed and number of steps.
 
-    Returns one row per bridge: ``bridge``, ``K``, ``trainable`` parameters, ``ms_per_step`` and the
-    held-out metrics of :func:`evaluate_captioner`. Measured (seed 0, 400 steps, shipped LM): exact
-    linear 47.6%, MLP 87.4%, Q-Former 95.4%, resampler 95.0%, token merge 53.4%.
+    ``recipe`` (its ``bridge`` field is replaced by each name in turn; ``steps`` overrides its steps)
+    sets the data, the optimisation and the held-out set; the encoder's features are computed once
+    and shared (token merging reads them without the class token). Returns one row per bridge:
+    ``bridge``, ``K``, ``trainable`` parameters, ``ms_per_step`` and the held-out metrics of
+    :func:`evaluate_captioner`.
     """
     if lm is None:
         from mmllm_course.pretrained import load_chapter5_lm
 
         lm, tokenizer = load_chapter5_lm()
+    if steps is not None:
+        recipe = dataclasses.replace(recipe, steps=steps)
+    first = build_captioner(lm, tokenizer, dataclasses.replace(recipe, bridge="mlp"), seed)  # keeps the class token
+    train_set, held_out = recipe.data(seed)
+    shared = encode_all(first, train_set.images), encode_all(first, held_out.images)
     rows = []
     for name in bridges:
-        run = train_chapter5_captioner(seed, dataclasses.replace(recipe, bridge=name, steps=steps), lm=lm,
-                                       tokenizer=tokenizer, progress=progress)
+        named = dataclasses.replace(recipe, bridge=name)
+        features = tuple(f[:, 1:] for f in shared) if named.drop_class_token else shared
+        run = train_chapter5_captioner(seed, named, lm=lm, tokenizer=tokenizer, progress=progress, features=features)
         rows.append({"bridge": name, "K": run.model.num_image_tokens,
                      "trainable": count_parameters(run.model, trainable_only=True),
                      "ms_per_step": 1000 * run.history.seconds_per_step, **evaluate_captioner(run)})
