@@ -219,3 +219,29 @@ def test_bad_input_raises_value_errors_naming_sizes(tok):
         GatedCrossAttentionConfig(dim=30, num_heads=4)
     with pytest.raises(TypeError, match="input_ids must hold integers"):
         media_attention_mask(torch.ones(1, 3), 3)
+
+
+def test_a_versus_b_recipe_runs_the_same_budget_and_counts_tokens():
+    import dataclasses
+
+    from mmllm_course.training.recipes_ch06 import CHAPTER6, chapter6_failures, compare_backbones
+
+    tiny = dataclasses.replace(CHAPTER6, steps=4, train_size=128, held_out_size=8, batch_size=16, warmup_steps=1)
+    out = compare_backbones(seed=1, recipe=tiny)
+    a, b = out["rows"]
+    assert (a["backbone"], b["backbone"]) == ("A", "B")
+    run_a, run_b = out["runs"]["A"], out["runs"]["B"]
+    assert len(run_a.history.loss) == len(run_b.history.loss) == 4
+    from mmllm_course.training.recipes import build_captioner
+    from mmllm_course.training.recipes_ch06 import build_cross_attention_captioner
+
+    start_a, start_b = build_captioner(seed=1).bridge.state_dict(), build_cross_attention_captioner(seed=1).bridge.state_dict()
+    assert all(torch.equal(start_a[k], start_b[k]) for k in start_a)  # the same bridge at the start
+    assert a["lm_tokens"] - b["lm_tokens"] == run_a.model.num_image_tokens - 1 == 7
+    blocks = sum(p.numel() for p in run_b.model.blocks.parameters())
+    assert b["trainable"] == a["trainable"] + blocks
+    steps = [s for s, _ in run_b.history.evaluations]
+    assert steps[0] == 0 and steps[-1] == 4 and set(run_b.history.evaluations[0][1].values()) == {0.0}
+    assert any(v != 0.0 for v in run_b.history.evaluations[-1][1].values())  # the gates moved
+    assert sum(out["wrong"].values()) <= 8
+    assert chapter6_failures({"A exact": 1.0, "B exact": 0.5}) == ["B exact 50.0% < 90%"]
