@@ -196,3 +196,54 @@ def test_pitfall_isolated_caption_lm_cannot_be_taught_to_caption():
         exact[isolated] = evaluate_captioner(run)["exact"]
     assert exact[False] >= 0.7, exact
     assert exact[True] <= 0.1, exact
+
+
+def test_compare_bridges_runs_all_five_on_shared_features_in_a_quick_mode():
+    """The notebook's five-bridge comparison, a few steps each: rows, K, trainable counts, and the features shared exactly."""
+    pytest.importorskip("transformers")
+    import dataclasses
+
+    from mmllm_course.pretrained import load_chapter5_lm
+    from mmllm_course.training.recipes import BRIDGE_NAMES, CHAPTER5_COMPARISON, compare_bridges, train_chapter5_captioner
+
+    quick = dataclasses.replace(CHAPTER5_COMPARISON, steps=3, train_size=100, held_out_size=8, batch_size=8, warmup_steps=1)
+    lm, tok = load_chapter5_lm()
+    rows = compare_bridges(seed=0, recipe=quick, lm=lm, tokenizer=tok)
+    assert [r["bridge"] for r in rows] == list(BRIDGE_NAMES)
+    assert {r["bridge"]: r["K"] for r in rows} == {"linear": 17, "mlp": 17, "qformer": 8, "resampler": 8, "token_merge": 4}
+    assert all(set(r) >= {"trainable", "ms_per_step", "exact", "shape", "color", "size", "position"} for r in rows)
+    params = {r["bridge"]: r["trainable"] for r in rows}
+    assert params["linear"] == 64 * 64 + 64 and params["linear"] < params["mlp"] < params["resampler"] < params["qformer"]
+    # shared features as compare_bridges makes them (token merging: without the class token) give the same run
+    # as features the run computes itself
+    from mmllm_course.training.recipes import build_captioner, encode_all
+
+    train_set, held_out = quick.data(0)
+    full = build_captioner(lm, tok, dataclasses.replace(quick, bridge="mlp"))
+    shared = encode_all(full, train_set.images), encode_all(full, held_out.images)
+    for name in ("qformer", "token_merge"):
+        named = dataclasses.replace(quick, bridge=name)
+        alone = train_chapter5_captioner(0, named, lm=lm, tokenizer=tok, progress=False)
+        given = tuple(f[:, 1:] for f in shared) if named.drop_class_token else shared
+        reused = train_chapter5_captioner(0, named, lm=lm, tokenizer=tok, progress=False, features=given)
+        assert alone.history.loss == reused.history.loss and torch.equal(alone.held_out_features, reused.held_out_features)
+    with pytest.raises(ValueError, match="features must be"):
+        train_chapter5_captioner(0, quick, lm=lm, tokenizer=tok, progress=False, features=(shared[0][:50], shared[1]))
+
+
+def test_bridge_comparison_summary_and_its_bars():
+    from mmllm_course.training.recipes import BRIDGE_NAMES, CHAPTER5_BRIDGE_BARS, bridge_comparison_failures, bridge_comparison_summary
+
+    exact = {"linear": 0.35, "mlp": 0.81, "qformer": 0.94, "resampler": 0.90, "token_merge": 0.44}
+    summary = bridge_comparison_summary([{"bridge": b, "exact": exact[b]} for b in BRIDGE_NAMES])
+    assert summary["query_over_linear"] == pytest.approx(0.90 - 0.35)  # the weaker query bridge counts
+    assert summary["mlp_over_linear"] == pytest.approx(0.81 - 0.35)
+    assert summary["query_over_token_merge"] == pytest.approx(0.90 - 0.44)
+    assert summary["exact/qformer"] == 0.94 and bridge_comparison_failures(summary) == []
+    close = dict(exact, resampler=exact["linear"] + CHAPTER5_BRIDGE_BARS["query_over_linear"] - 0.01, token_merge=0.0)
+    failures = bridge_comparison_failures(bridge_comparison_summary([{"bridge": b, "exact": close[b]} for b in BRIDGE_NAMES]))
+    assert len(failures) == 1 and failures[0].startswith("query_over_linear")
+    with pytest.raises(ValueError, match="lack the bridge"):
+        bridge_comparison_summary([{"bridge": "linear", "exact": 0.5}])
+    with pytest.raises(TypeError):
+        bridge_comparison_summary({"linear": 0.5})

@@ -7,11 +7,14 @@
 2. Stage 1 (:func:`train_chapter5_captioner`): chapter 2's frozen mini-CLIP, a new bridge, the frozen
    LM; only the bridge learns, on image-caption pairs. :func:`evaluate_captioner` generates captions
    for held-out images and scores them (:func:`~mmllm_course.training.metrics.caption_metrics`).
+3. The five bridges of chapters 3-4 as stage-1 captioners, equal steps (:func:`compare_bridges`,
+   :data:`CHAPTER5_COMPARISON`; the notebook asserts :data:`CHAPTER5_BRIDGE_BARS`).
+4. A real pretrained LM under the same code, online only (:func:`load_real_lm`, :func:`add_image_token`).
 
 The seed ``s`` of a stage-1 run sets its training images (``generate_shapes(train_size, seed=2s)``),
 its held-out images (seed ``2s + 1``), the bridge's initial weights and the batch order. Run
 ``python -m mmllm_course.training.recipes --seeds 0 1 2`` for the multi-seed table and
-``--pitfall`` for the isolated-caption LM under the same stage 1.
+``--pitfall`` for the isolated-caption LM under the same stage 1, ``--compare`` for the five bridges.
 
 Measured with this recipe (2026-11-23, 1 CPU thread on a shared 2-core machine, load 3-12; 36-146 ms
 per step, 33-132 s per whole run including features and evaluation), held-out exact captions on
@@ -25,14 +28,16 @@ threads competing with other processes made a step 10x slower (577 ms instead of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from mmllm_course._checks import InputTypeError, describe
+from mmllm_course._checks import InputTypeError, check_int, describe
 from mmllm_course.data import ShapesBatch, generate_shapes
 from mmllm_course.language.corpus import CAPTION_PROMPT, CorpusConfig, make_text_corpus
 from mmllm_course.language.lm import IMAGE_TOKEN, CausalLMConfig, course_lm_tokenizer, lm_width, make_causal_lm
@@ -74,6 +79,10 @@ class Chapter5Recipe:
     warmup_steps: int = 30
     prompt: str = IMAGE_TOKEN + CAPTION_PROMPT
     max_new_tokens: int = 10
+    # CPU threads for stage 1 and its evaluation (None: leave torch's setting). Matrices this small gain
+    # nothing from a second thread, and on a busy machine lose a lot (see the module docstring); a real
+    # LM (the notebook's online cell) wants every thread.
+    cpu_threads: int | None = 1
 
     def lm_config(self) -> CausalLMConfig:
         return CausalLMConfig(arch=self.arch, dim=self.lm_dim, depth=self.lm_depth, num_heads=self.lm_heads,
@@ -234,6 +243,21 @@ def encode_all(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Ten
         return torch.cat([model.image_features(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)])
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)``, then restore the count; ``n=None`` changes nothing."""
+    if n is None:
+        yield
+        return
+    check_int(n, "n")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_chapter5_captioner(seed: int = 0, recipe: Chapter5Recipe = CHAPTER5, lm=None, tokenizer=None, bridge=None,
                              progress: bool = True, features: tuple[torch.Tensor, torch.Tensor] | None = None) -> CaptionerRun:
     """Stage 1: train a bridge between the frozen mini-CLIP and the frozen LM on captions (seed ``seed``).
@@ -245,14 +269,16 @@ def train_chapter5_captioner(seed: int = 0, recipe: Chapter5Recipe = CHAPTER5, l
     model = build_captioner(lm, tokenizer, recipe, seed, bridge)
     train_set, held_out = recipe.data(seed)
     if features is None:
-        features = encode_all(model, train_set.images), encode_all(model, held_out.images)
+        with cpu_threads(recipe.cpu_threads):
+            features = encode_all(model, train_set.images), encode_all(model, held_out.images)
     train_features, held_out_features = features
     if train_features.shape[:2] != (len(train_set), model.num_image_features) or held_out_features.shape[:2] != (len(held_out), model.num_image_features):
         raise ValueError(f"features must be ({len(train_set)}, {model.num_image_features}, D) and ({len(held_out)}, "
                          f"{model.num_image_features}, D) for this recipe, got {tuple(train_features.shape)} and {tuple(held_out_features.shape)}")
     batch = model.tokenize([recipe.prompt] * len(train_set), [" " + c for c in train_set.captions])
-    history = train(model, dict(batch, image_features=train_features), recipe.stage1_config(seed), progress=progress,
-                    desc=f"stage 1 ({recipe.bridge} bridge)")
+    with cpu_threads(recipe.cpu_threads):
+        history = train(model, dict(batch, image_features=train_features), recipe.stage1_config(seed), progress=progress,
+                        desc=f"stage 1 ({recipe.bridge} bridge)")
     return CaptionerRun(model, history, train_set, held_out, held_out_features, seed, recipe)
 
 
@@ -261,9 +287,10 @@ def evaluate_captioner(run: CaptionerRun, batch_size: int = 250) -> dict[str, fl
     n = len(run.held_out)
     prompts = [run.recipe.prompt] * n
     texts: list[str] = []
-    for i in range(0, n, batch_size):
-        texts += run.model.generate(prompts[i:i + batch_size], image_features=run.held_out_features[i:i + batch_size],
-                                    max_new_tokens=run.recipe.max_new_tokens)
+    with cpu_threads(run.recipe.cpu_threads):
+        for i in range(0, n, batch_size):
+            texts += run.model.generate(prompts[i:i + batch_size], image_features=run.held_out_features[i:i + batch_size],
+                                        max_new_tokens=run.recipe.max_new_tokens)
     run.predictions = texts
     return caption_metrics(texts, run.held_out.objects[:, 0])
 
@@ -291,7 +318,8 @@ def compare_bridges(seed: int = 0, recipe: Chapter5Recipe = CHAPTER5_COMPARISON,
         recipe = dataclasses.replace(recipe, steps=steps)
     first = build_captioner(lm, tokenizer, dataclasses.replace(recipe, bridge="mlp"), seed)  # keeps the class token
     train_set, held_out = recipe.data(seed)
-    shared = encode_all(first, train_set.images), encode_all(first, held_out.images)
+    with cpu_threads(recipe.cpu_threads):
+        shared = encode_all(first, train_set.images), encode_all(first, held_out.images)
     rows = []
     for name in bridges:
         named = dataclasses.replace(recipe, bridge=name)
@@ -301,6 +329,38 @@ def compare_bridges(seed: int = 0, recipe: Chapter5Recipe = CHAPTER5_COMPARISON,
                      "trainable": count_parameters(run.model, trainable_only=True),
                      "ms_per_step": 1000 * run.history.seconds_per_step, **evaluate_captioner(run)})
     return rows
+
+
+QUERY_BRIDGES = ("qformer", "resampler")
+# What chapter 5's notebook asserts about compare_bridges(seed) (held-out exact captions, fractions):
+# each query bridge beats the linear bridge by at least "query_over_linear", the MLP beats it by at
+# least "mlp_over_linear", and each query bridge beats token merging by at least "query_over_token_merge".
+CHAPTER5_BRIDGE_BARS: dict[str, float] = {"query_over_linear": 0.30, "mlp_over_linear": 0.20, "query_over_token_merge": 0.20}
+
+
+def bridge_comparison_summary(rows: list[dict]) -> dict[str, float]:
+    """Held-out exact captions per bridge (``exact/<bridge>``) and the margins the notebook asserts, from :func:`compare_bridges`."""
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "bridge" in r and "exact" in r for r in rows):
+        raise InputTypeError(f"rows must be the list of dicts compare_bridges returns, got {describe(rows)}")
+    exact = {r["bridge"]: float(r["exact"]) for r in rows}
+    missing = sorted(set(BRIDGE_NAMES) - set(exact))
+    if missing:
+        raise ValueError(f"rows lack the bridge(s) {missing}: compare all of {list(BRIDGE_NAMES)}")
+    worst_query = min(exact[b] for b in QUERY_BRIDGES)
+    return {**{f"exact/{b}": exact[b] for b in BRIDGE_NAMES},
+            "query_over_linear": worst_query - exact["linear"],
+            "mlp_over_linear": exact["mlp"] - exact["linear"],
+            "query_over_token_merge": worst_query - exact["token_merge"]}
+
+
+def bridge_comparison_failures(summary: dict[str, float]) -> list[str]:
+    """The notebook's assertions on :func:`bridge_comparison_summary` that would fail; empty if none."""
+    return [f"{k} {summary[k]:+.1%} < {bar:+.0%}" for k, bar in CHAPTER5_BRIDGE_BARS.items() if summary[k] < bar]
+
+
+def run_chapter5_bridges(seed: int) -> dict[str, float]:
+    """The notebook's five-bridge comparison on seed ``seed`` (data, initial weights, order), summarised for the benchmark."""
+    return bridge_comparison_summary(compare_bridges(seed))
 
 
 def bench_chapter5_timing(steps: int = 30, new_tokens: int = 10, batch_size: int = 64, recipe: Chapter5Recipe = CHAPTER5) -> dict[str, float]:
@@ -332,10 +392,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pitfall", action="store_true", help="stage 1 on the LM pretrained on isolated captions")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timing", action="store_true", help="only time a training step and a generated token")
+    parser.add_argument("--compare", action="store_true", help="the five bridges, CHAPTER5_COMPARISON's steps, per seed")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.timing:
         print(bench_chapter5_timing())
+        return
+    if args.compare:
+        for seed in args.seeds:
+            summary = bridge_comparison_summary(compare_bridges(seed))
+            failures = bridge_comparison_failures(summary)
+            print(f"seed={seed} " + " ".join(f"{k}={v:.4f}" for k, v in summary.items()) + (f" FAILS {failures}" if failures else ""), flush=True)
         return
     from mmllm_course.pretrained import load_chapter5_lm
 
