@@ -16,7 +16,10 @@ Tiers, as in every chapter:
   and an MLP bridge, left and right padding, one and two images per prompt;
 - **train**: the learner's stage-1 bridge is measured (never trained here): the shipped frozen
   chapter-2 encoder and chapter-5 LM caption 200 held-out images the check draws with its own seed,
-  through the library's ``generate``; the bar is 90% exact captions;
+  through the library's ``generate``; the bar is 90% exact captions. The solution notebook's recipe
+  (Q-Former, K = 8, 150 steps of 64, AdamW 3e-3, 4,000 training images) measured 96.0%, 95.5%, 95.5%,
+  96.0%, 96.0% on seeds 0-4 (bridge init, training images, batch order; 2026-12-03, 1 thread on the
+  shared 2-core machine at load 8-10: 21-40 s of training each); with 250 steps 96.5-97.5%;
 - a **stretch**: the next-token distribution of sampling with a temperature and top-k, equal to
   ``transformers``' logits warpers.
 
@@ -825,7 +828,7 @@ def caption_with_tokens(tokens: torch.Tensor, max_new_tokens: int = 10) -> list[
 @exercise(
     "ch05.train_captioner",
     "Train a stage-1 bridge that makes the frozen LM caption new images",
-    hint="train longer (a few hundred steps of 64 images), check that only the bridge learns (the LM frozen, "
+    hint="train longer (150 steps or more of 64 images), check that only the bridge learns (the LM frozen, "
     "labels -100 on the prompt and image tokens) and that your batches use the prompt '<image>Describe the image.' "
     "with ' ' + caption as the target.",
     timeout=90.0,  # loads the shipped encoder and LM, encodes 200 images, generates 200 captions
