@@ -15,6 +15,7 @@ from mmllm_course.data.audio import (
     synthesize_word,
 )
 from mmllm_course.data.images import SAMPLE_IMAGES, load_sample_image
+from mmllm_course.data.instructions import QUESTION_TYPES, InstructionSet, make_instructions, question_type, scene_questions
 from mmllm_course.data.points import (
     SOLID_FOR_SHAPE,
     SOLIDS,
@@ -62,8 +63,10 @@ __all__ = [
     "COLORS",
     "COLOR_RGB",
     "EOS_TOKEN",
+    "InstructionSet",
     "PAD_TOKEN",
     "POSITIONS",
+    "QUESTION_TYPES",
     "PointCloudBatch",
     "PointCloudConfig",
     "PointCloudDataset",
@@ -89,11 +92,14 @@ __all__ = [
     "default_corpus",
     "generate_shapes",
     "load_sample_image",
+    "make_instructions",
     "make_point_clouds",
     "make_spoken_descriptions",
+    "question_type",
     "questions_for",
     "random_rotations",
     "sample_surface",
+    "scene_questions",
     "scene_caption",
     "shapes_tokenizer",
     "synthesize_word",

@@ -3,11 +3,13 @@
 - ``CausalLMConfig`` / ``make_causal_lm``: a ``LlamaForCausalLM`` or ``GPT2LMHeadModel`` sized for a CPU;
 - ``course_lm_tokenizer``: the offline shapes-world BPE with the ``<image>`` placeholder (``IMAGE_TOKEN``);
 - ``CorpusConfig`` / ``make_text_corpus``: captions and answers, with a context to read (or without:
-  the pitfall a frozen LM cannot recover from).
+  the pitfall a frozen LM cannot recover from);
+- ``CHAT_TEMPLATE`` / ``chat_tokenizer`` / ``chat_prompts``: the chat format of instruction tuning (chapter 7).
 """
 
+from mmllm_course.language.chat import CHAT_TEMPLATE, chat_prompts, chat_tokenizer, image_question
 from mmllm_course.language.corpus import CAPTION_PROMPT, CorpusConfig, TextCorpus, make_text_corpus
 from mmllm_course.language.lm import IMAGE_TOKEN, CausalLMConfig, course_lm_tokenizer, make_causal_lm
 
-__all__ = ["CAPTION_PROMPT", "IMAGE_TOKEN", "CausalLMConfig", "CorpusConfig", "TextCorpus", "course_lm_tokenizer",
-           "make_causal_lm", "make_text_corpus"]
+__all__ = ["CAPTION_PROMPT", "CHAT_TEMPLATE", "IMAGE_TOKEN", "CausalLMConfig", "CorpusConfig", "TextCorpus", "chat_prompts",
+           "chat_tokenizer", "course_lm_tokenizer", "image_question", "make_causal_lm", "make_text_corpus"]

@@ -10,10 +10,17 @@ What it does, and nothing more::
 Only parameters with ``requires_grad=True`` are optimised: freezing is ``requires_grad_(False)`` on
 a part (:func:`freeze`), so stage 1 (encoder and LM frozen, bridge trained), LoRA (adapters trained)
 and full fine-tuning are the same loop. Frozen parts also stay in eval mode while the rest trains
-(no dropout in a frozen LM). The loop is written so that later chapters can hand it an
-``accelerate.Accelerator`` (mixed precision, several GPUs): ``prepare`` and ``backward`` are the two
-calls it makes through it. :func:`save_trainable` / :func:`load_trainable` write and read only the
-trained parts as safetensors.
+(no dropout in a frozen LM). :func:`save_trainable` / :func:`load_trainable` write and read only
+the trained parts as safetensors.
+
+**Several processes** (chapter 7): hand ``train`` an ``accelerate.Accelerator`` and the same loop
+runs data-parallel under ``accelerate launch`` (or ``torchrun``), unchanged. Every process draws the
+same global batch of ``config.batch_size`` rows (one shared seed) and keeps its own slice of
+``batch_size / num_processes`` rows; ``accelerator.prepare`` wraps the model in
+``DistributedDataParallel``, so ``accelerator.backward`` averages the gradients over the processes
+and every replica takes the same optimizer step. The logged loss is the mean over the processes;
+the progress bar shows on the main process only; ``save_trainable(..., accelerator=...)`` writes from
+the main process only. With equal-length targets this is the single-process run on the global batch.
 """
 
 from __future__ import annotations
@@ -100,8 +107,13 @@ def _set_train_mode(model: nn.Module) -> None:
             module.eval()
 
 
-def random_batches(data: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator) -> Callable[[], dict[str, torch.Tensor]]:
-    """A function returning a random batch (rows drawn without replacement within a batch) of the tensors in ``data``."""
+def random_batches(data: dict[str, torch.Tensor], batch_size: int, generator: torch.Generator,
+                   shard: tuple[int, int] = (0, 1)) -> Callable[[], dict[str, torch.Tensor]]:
+    """A function returning a random batch (rows drawn without replacement within a batch) of the tensors in ``data``.
+
+    ``shard = (rank, num_processes)``: every process draws the same ``batch_size`` rows (same
+    ``generator`` seed) and keeps the ``rank``-th of ``num_processes`` equal slices of them.
+    """
     if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise InputTypeError(f"data must be a non-empty dict of tensors, got {describe(data)}")
     sizes = {k: v.shape[0] if v.dim() else None for k, v in data.items()}
@@ -110,9 +122,13 @@ def random_batches(data: dict[str, torch.Tensor], batch_size: int, generator: to
         raise ValueError(f"every tensor in data must have the same number of rows, got {sizes}")
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} rows of data")
+    rank, world = shard
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} (the global batch) must be divisible by the {world} processes")
+    per = batch_size // world
 
     def sample() -> dict[str, torch.Tensor]:
-        idx = torch.randperm(n, generator=generator)[:batch_size]
+        idx = torch.randperm(n, generator=generator)[:batch_size][rank * per:(rank + 1) * per]
         return {k: v[idx] for k, v in data.items()}
 
     return sample
@@ -136,8 +152,10 @@ def train(
     batch is passed as keyword arguments: ``model(**batch).loss`` must be a scalar. ``evaluate``
     (model -> metrics), if given, runs every ``eval_every`` steps and at the end (in eval mode,
     without gradients) and lands in ``history.evaluations``. ``accelerator``: an
-    ``accelerate.Accelerator`` (later chapters), through which the model, optimizer and backward pass go.
-    A fixed number of steps, not a time budget: the same seed gives the same run on any machine.
+    ``accelerate.Accelerator``, through which the model, optimizer, backward pass and gradient
+    clipping go; under several processes a dict ``data`` is sharded (each process keeps its slice of
+    the global batch of ``config.batch_size`` rows) and a ``data`` function must return the process's
+    own slice. A fixed number of steps, not a time budget: the same seed gives the same run on any machine.
     """
     from tqdm.auto import tqdm
 
@@ -153,9 +171,12 @@ def train(
     params = list(trainable_parameters(model).values())
     if not params:
         raise ValueError("model has no trainable parameters (every requires_grad is False): unfreeze the part to train")
+    if accelerator is not None and not all(hasattr(accelerator, a) for a in ("prepare", "backward", "num_processes")):
+        raise InputTypeError(f"accelerator must be an accelerate.Accelerator or None, got {describe(accelerator)}")
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     generator = torch.Generator().manual_seed(config.seed)
     if isinstance(data, dict):
-        next_batch = random_batches(data, config.batch_size, generator)
+        next_batch = random_batches(data, config.batch_size, generator, shard=(rank, world))
     elif callable(data):
         next_batch = data
     else:
@@ -167,20 +188,24 @@ def train(
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, config.steps, config.warmup_steps, config.min_lr_ratio))
+    inner = model  # the caller's model; under several processes `model` becomes its DistributedDataParallel wrapper
     if accelerator is not None:
         model, optimizer = accelerator.prepare(model, optimizer)
-    device = next(iter(params)).device
+        device = accelerator.device
+    else:
+        device = next(iter(params)).device
     history = TrainHistory()
 
     def run_evaluation(step: int) -> None:
-        model.eval()
+        inner.eval()
         with torch.no_grad():
-            history.evaluations.append((step, dict(evaluate(model))))
-        _set_train_mode(model)
+            history.evaluations.append((step, dict(evaluate(inner))))
+        _set_train_mode(inner)
 
-    _set_train_mode(model)
+    _set_train_mode(inner)
     start = time.perf_counter()
-    bar = tqdm(range(config.steps), desc=desc, disable=not progress)
+    main = accelerator is None or accelerator.is_local_main_process
+    bar = tqdm(range(config.steps), desc=desc, disable=not progress or not main)
     try:
         for step in bar:
             batch = next_batch()
@@ -194,11 +219,15 @@ def train(
                 raise ValueError(f"the loss became {loss.item()} at step {step}: lower lr (now {config.lr}) or check the data")
             optimizer.zero_grad(set_to_none=True)
             if accelerator is not None:
-                accelerator.backward(loss)
+                accelerator.backward(loss)  # several processes: gradients averaged over them here
+                if config.grad_clip is not None:
+                    accelerator.clip_grad_norm_(params, config.grad_clip)
+                if world > 1:
+                    loss = accelerator.reduce(loss.detach(), reduction="mean")  # the global batch's loss, for the log
             else:
                 loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             history.loss.append(loss.item())
             history.lr.append(scheduler.get_last_lr()[0])  # the rate this step used
@@ -209,19 +238,29 @@ def train(
                 run_evaluation(step + 1)
     finally:
         history.seconds = time.perf_counter() - start
-        model.eval()
+        inner.eval()
     if evaluate is not None:
         run_evaluation(config.steps)
-        model.eval()
+        inner.eval()
     return history
 
 
-def save_trainable(model: nn.Module, path: str, metadata: dict[str, str] | None = None) -> list[str]:
+def save_trainable(model: nn.Module, path: str, metadata: dict[str, str] | None = None, *,
+                   accelerator: object | None = None) -> list[str]:
     """Write the trainable parameters of ``model`` (``requires_grad``) to a safetensors file; returns their names.
 
-    Stage 1 saves the bridge only (~tens of kB) instead of the whole multimodal model.
+    Stage 1 saves the bridge only (~tens of kB) instead of the whole multimodal model. With an
+    ``accelerator`` (several processes) only the main process writes, after every process got there.
     """
     from safetensors.torch import save_file
+
+    if accelerator is not None:
+        if not all(hasattr(accelerator, a) for a in ("unwrap_model", "wait_for_everyone", "is_main_process")):
+            raise InputTypeError(f"accelerator must be an accelerate.Accelerator or None, got {describe(accelerator)}")
+        model = accelerator.unwrap_model(model)
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            return sorted(trainable_parameters(model))
 
     params = trainable_parameters(model)
     if not params:
