@@ -293,6 +293,24 @@ def greedy_decode_softmax(lm, inputs_embeds, attention_mask, max_new_tokens):
     return torch.cat(tokens, dim=1)
 
 
+@torch.no_grad()
+def greedy_decode_cached(lm, inputs_embeds, attention_mask, max_new_tokens):
+    """Correct: a key/value cache, as generate() runs it: the prompt once, then one new column per step."""
+    mask = attention_mask.long()
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    out = lm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=pos, use_cache=True)
+    tokens = []
+    for step in range(max_new_tokens):
+        token = out.logits[:, -1].argmax(-1)
+        tokens.append(token)
+        if step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = lm(inputs_embeds=lm.get_input_embeddings()(token)[:, None], attention_mask=mask,
+                 position_ids=(mask.sum(-1, keepdim=True) - 1), cache=out.cache, use_cache=True)
+    return torch.stack(tokens, dim=1)
+
+
 def decode_first_position(lm, inputs_embeds, attention_mask, max_new_tokens):
     return greedy_decode_reference(lm, inputs_embeds, attention_mask, max_new_tokens, column=0)
 
@@ -598,7 +616,7 @@ CASES = {
         },
     },
     "ch05.greedy_decode": {
-        "correct": [greedy_decode_reference, greedy_decode_preallocated, greedy_decode_softmax],
+        "correct": [greedy_decode_reference, greedy_decode_preallocated, greedy_decode_softmax, greedy_decode_cached],
         "wrong": {
             "first position": decode_first_position,
             "no feedback": decode_no_feedback,

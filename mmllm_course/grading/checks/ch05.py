@@ -865,6 +865,70 @@ def _check_train_captioner(answer) -> str:
     return f"{detail}: above the {TRAIN_CAPTIONER_THRESHOLD:.0%} bar. The frozen LM reads your bridge's vectors."
 
 
+def train_captioner_solution(seed: int = 0, steps: int = 150, train_size: int = 4000) -> nn.Module:
+    """The solution notebook's stage 1 (exercise 6), with the library's model in place of the learner's: the trained bridge.
+
+    Seed ``seed`` sets the bridge's initial weights, the training images (``generate_shapes(train_size,
+    seed=seed)``) and the batch order, as the solution notebook does with seed 0: Q-Former (K = 8),
+    batches of 64, AdamW 3e-3, 30 warmup steps then a cosine to 0, gradient clipping at 1.0.
+    """
+    import math
+
+    from mmllm_course.backbones import UnifiedEmbeddingMLLM
+    from mmllm_course.bridges import make_bridge
+    from mmllm_course.data import generate_shapes
+
+    lm, tok = _shipped_lm()
+    shapes = generate_shapes(train_size, seed=seed)
+    features = chapter5_image_features(shapes.images)  # (n, 17, 64), the frozen encoder once
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        bridge = make_bridge("qformer", in_dim=64, out_dim=64, num_queries=8)
+    model = UnifiedEmbeddingMLLM(None, bridge, lm, tok, num_image_features=features.shape[1])
+    batch = model.tokenize([CAPTION_PROMPT] * train_size, [" " + c for c in shapes.captions])
+    optimizer = torch.optim.AdamW(bridge.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / steps)))
+    generator = torch.Generator().manual_seed(seed)
+    bridge.train()
+    for _ in range(steps):
+        idx = torch.randperm(train_size, generator=generator)[:64]
+        loss = model(input_ids=batch["input_ids"][idx], attention_mask=batch["attention_mask"][idx],
+                     labels=batch["labels"][idx], image_features=features[idx]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(bridge.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+    return bridge.eval()
+
+
+def train_captioner_seed_run(seed: int) -> dict[str, float]:
+    """What ``ch05.train_captioner`` measures for :func:`train_captioner_solution` (seed ``seed``): held-out caption metrics.
+
+    For the benchmark's seed runs (``python -m mmllm_course.bench --seeds 5``): the solution's 90% bar
+    must hold on the worst seed. About 10-40 s per seed on one CPU thread, depending on the load.
+    """
+    from mmllm_course.training import caption_metrics
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        bridge = train_captioner_solution(seed)
+        features, objects = train_captioner_eval_data()
+        with torch.no_grad():
+            tokens = bridge(features)
+        return caption_metrics(caption_with_tokens(tokens), objects)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train_captioner_failures(metrics: dict[str, float]) -> list[str]:
+    """The check's bar that ``metrics`` (from :func:`train_captioner_seed_run`) would miss; empty if none."""
+    exact = metrics["exact"]
+    return [] if exact >= TRAIN_CAPTIONER_THRESHOLD else [f"exact {exact:.1%} < {TRAIN_CAPTIONER_THRESHOLD:.0%}"]
+
+
 def _caption(obj: torch.Tensor) -> str:
     from mmllm_course.data import caption_for
 
