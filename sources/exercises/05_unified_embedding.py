@@ -144,8 +144,9 @@ check("ch05.splice", splice)
 # `inputs_embeds (B, T, D)` (a spliced prompt, **left-padded**) and its `attention_mask (B, T)`,
 # return the `max_new_tokens` ids it writes greedily, `(B, max_new_tokens)` `torch.long`:
 #
-# 1. `position_ids = attention_mask.cumsum(-1) - 1`: each row's first real token is at position 0,
-#    whatever its padding (on the pads any value will do, nothing reads them);
+# 1. `position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)`: each row's first real token is at
+#    position 0, whatever its padding (the pads get 0: any valid position will do, nothing reads them;
+#    -1 would crash a GPT-2, whose positions index an embedding table);
 # 2. `logits = lm(inputs_embeds=..., attention_mask=..., position_ids=...).logits[:, -1]` `(B, V)`, the
 #    prediction after the last column;
 # 3. the next token is its argmax; append its embedding (`lm.get_input_embeddings()`) as a new column
@@ -218,7 +219,7 @@ except NotImplementedError:
 #
 # 1. `image_embeds = self.bridge(image_features)`, `(B_img, K, D)`;
 # 2. `inputs_embeds =` your `splice` over the LM's embedding table;
-# 3. `position_ids = attention_mask.cumsum(-1) - 1` (left padding must not move the text);
+# 3. `position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)` (left padding must not move the text);
 # 4. `self.lm(inputs_embeds=..., attention_mask=..., position_ids=..., labels=labels)`.
 #
 # The check compares the logits on every real token (a LLaMA and a GPT-2 LM, a Q-Former and an MLP

@@ -509,7 +509,7 @@ _DECODE_MISTAKES: dict[str, dict] = {
     "the new tokens never fed back: each step predicts from the prompt alone; append the new token's embedding "
     "(lm.get_input_embeddings()) and a 1 to the mask, then predict again": dict(feed_back=False),
     "no position_ids passed: with left padding the LM then numbers the pads too, so a padded row's text starts at "
-    "position > 0; pass position_ids = attention_mask.cumsum(-1) - 1 (any value on the pads)": dict(positions=False),
+    "position > 0; pass position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)": dict(positions=False),
     "no attention_mask passed: the padded positions were attended to; pass the mask (extended by a 1 per new "
     "token)": dict(use_mask=False),
 }
@@ -530,7 +530,7 @@ def _decode_guard() -> None:
 @exercise(
     "ch05.greedy_decode",
     "Greedy decoding by hand from inputs_embeds",
-    hint="loop max_new_tokens times: position_ids = mask.cumsum(-1) - 1; logits = lm(inputs_embeds=embeds, "
+    hint="loop max_new_tokens times: position_ids = (mask.cumsum(-1) - 1).clamp(min=0); logits = lm(inputs_embeds=embeds, "
     "attention_mask=mask, position_ids=position_ids).logits[:, -1]; token = logits.argmax(-1); append "
     "lm.get_input_embeddings()(token) to embeds and a column of ones to mask.",
     timeout=60.0,  # the first check of a session imports transformers' LLaMA and loads the shipped LM (10 s on a busy CPU)
@@ -643,7 +643,7 @@ def _model_mistakes(ref) -> Callable[..., dict[str, torch.Tensor]]:
         lm = ref.lm
         out = {
             "the LM called without position_ids: with left padding it then numbers the pads too; pass position_ids = "
-            "attention_mask.cumsum(-1) - 1": lm(inputs_embeds=embeds, attention_mask=attention_mask),
+            "(attention_mask.cumsum(-1) - 1).clamp(min=0)": lm(inputs_embeds=embeds, attention_mask=attention_mask),
             "the LM called without the attention_mask: the padding was attended to": lm(inputs_embeds=embeds, position_ids=pos),
             "the image tokens one position off (written from one position after the first placeholder)": lm(
                 inputs_embeds=shifted, attention_mask=attention_mask, position_ids=pos),
@@ -659,7 +659,7 @@ def _model_mistakes(ref) -> Callable[..., dict[str, torch.Tensor]]:
     "ch05.unified_model",
     "Build the unified embedding model's forward, on the library's weights",
     hint="store self.bridge and self.lm (the only submodules); forward: image_embeds = self.bridge(image_features); "
-    "inputs_embeds = your splice over self.lm.get_input_embeddings(); position_ids = attention_mask.cumsum(-1) - 1; "
+    "inputs_embeds = your splice over self.lm.get_input_embeddings(); position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0); "
     "return self.lm(inputs_embeds=..., attention_mask=..., position_ids=..., labels=labels).",
     timeout=60.0,  # imports transformers' LLaMA and GPT-2 the first time
 )
