@@ -244,4 +244,5 @@ def test_a_versus_b_recipe_runs_the_same_budget_and_counts_tokens():
     assert steps[0] == 0 and steps[-1] == 4 and set(run_b.history.evaluations[0][1].values()) == {0.0}
     assert any(v != 0.0 for v in run_b.history.evaluations[-1][1].values())  # the gates moved
     assert sum(out["wrong"].values()) <= 8
-    assert chapter6_failures({"A exact": 1.0, "B exact": 0.5}) == ["B exact 50.0% < 90%"]
+    assert chapter6_failures({"A exact": 1.0, "B exact": 0.5, "B - A": -0.5}) == ["B exact 50.0% < 93%", "|B - A| = 50.0% > 3%"]
+    assert chapter6_failures({"A exact": 0.95, "B exact": 0.96, "B - A": 0.01}) == []

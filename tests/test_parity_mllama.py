@@ -137,3 +137,62 @@ def test_media_mask_equals_mllama_processor(ids):
     theirs = torch.as_tensor(dense[0, :, :, 0]).bool()  # (T, M)
     ours = media_attention_mask(torch.tensor([ids]), 3, attend="last")[0]
     assert torch.equal(ours, theirs)
+
+
+def test_whole_model_matches_mllama_for_causal_lm():
+    """CrossAttentionMLLM around a plain Llama equals MllamaForCausalLM: its cross-attention layers 0 and 2 are
+    our blocks before our layers 0 and 1, its self-attention layers 1 and 3 are our frozen Llama's layers."""
+    from mmllm_course.backbones import CrossAttentionMLLM
+    from mmllm_course.bridges import make_bridge
+    from mmllm_course.language import course_lm_tokenizer
+
+    tok = course_lm_tokenizer()
+    vocab, rope = len(tok), {"rope_type": "default", "rope_theta": 10000.0}
+    config = _config(vocab_size=vocab, cross_attention_layers=[0, 2], max_position_embeddings=64, rope_parameters=rope)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    theirs = transformers.MllamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for i, (a, m) in {0: (0.7, -0.4), 2: (-0.5, 0.9)}.items():
+            theirs.model.layers[i].cross_attn_attn_gate.fill_(a)
+            theirs.model.layers[i].cross_attn_mlp_gate.fill_(m)
+    rows = theirs.model.embed_tokens.num_embeddings  # Mllama keeps 8 extra embedding rows
+    lm = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=rows, hidden_size=D, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64, rms_norm_eps=config.rms_norm_eps, rope_parameters=rope, tie_word_embeddings=False,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
+    sd = theirs.state_dict()
+    mapped = {"model.embed_tokens.weight": sd["model.embed_tokens.weight"], "model.norm.weight": sd["model.norm.weight"],
+              "lm_head.weight": torch.cat([sd["lm_head.weight"], torch.zeros(rows - vocab, D)])}
+    for ours_i, their_i in ((0, 1), (1, 3)):
+        prefix = f"model.layers.{their_i}."
+        mapped.update({f"model.layers.{ours_i}." + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+    result = lm.load_state_dict(mapped, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    tokens = 3  # media tokens per image; an identity bridge passes Mllama's cross_attention_states through unchanged
+    bridge = make_bridge("linear", in_dim=D, out_dim=D)
+    with torch.no_grad():
+        bridge.proj.weight.copy_(torch.eye(D))
+        bridge.proj.bias.zero_()
+    ours = CrossAttentionMLLM(None, bridge, lm, tok, every=1, num_image_features=tokens, add_bos=False).eval()
+    ours.blocks[0].load_state_dict(gated_cross_attention_from_transformers(theirs, layer=0).state_dict())
+    ours.blocks[1].load_state_dict(gated_cross_attention_from_transformers(theirs, layer=2).state_dict())
+
+    # every token sees an image (the rows start with one): Mllama's no-image rows differ by design, see above
+    batch = ours.tokenize(["<image> a red circle <image> a blue square", "<image> Describe the image."])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    features = torch.randn(3, tokens, D)  # row 0's two images, then row 1's one
+    visible = media_attention_mask(ids, ours.image_token_id, attend="last")  # (B, T, M = 2)
+    states = torch.zeros(2, 2, tokens, D)
+    states[0], states[1, 0] = features[:2], features[2]
+    cross_mask, full_row = mllama._prepare_cross_attention_mask(visible[..., None].long(), num_vision_tokens=tokens,
+                                                               dtype=torch.float32)
+    with torch.no_grad():
+        got = ours(ids, mask, image_features=features).logits[..., :vocab]
+        ref = theirs(input_ids=ids, attention_mask=mask, cross_attention_states=states.reshape(2, 2 * tokens, D),
+                     cross_attention_mask=cross_mask, full_text_row_masked_out_mask=full_row).logits
+        bare = lm(input_ids=ids, attention_mask=mask).logits[..., :vocab]
+    real = mask.bool()
+    diff = (got[real] - ref[real]).abs().max().item()
+    assert diff < TOL, f"logits differ by {diff}"
+    assert (bare[real] - ref[real]).abs().max() > 1e-2  # the cross-attention layers matter: the test can fail

@@ -17,6 +17,21 @@ batch order. What differs is only how the image reaches the LM:
 tokens per example, ms per step); :func:`chapter6_seed_run` is what the notebook asserts, for the
 benchmark's seed runs; :func:`bench_chapter6_timing` times a training step of each.
 Run ``python -m mmllm_course.training.recipes_ch06 --seeds 0 1 2 3 4`` for the multi-seed table.
+
+Measured (2026-12-03, 1 CPU thread each on a shared 2-core machine at load 7-12, so the times are
+inflated), :data:`CHAPTER6` (400 steps, batch 64, lr 3e-3, Q-Former K = 8, ``every=1``), held-out
+exact captions on seeds 0-4:
+
+    A (unified embedding)   95.4%  96.0%  95.0%  97.8%  96.4%   worst 95.0%
+    B (gated cross-attn.)   95.4%  94.8%  95.6%  98.0%  96.8%   worst 94.8%
+    B - A                   +0.0   -1.2   +0.6   +0.2   +0.4    points
+
+colour and position 100% on every seed for both, size >= 99.6%; the misses are shape names (chapter
+5: the frozen encoder's weak attribute). Trainable parameters: A 138,304 (the bridge), B 212,356
+(the same bridge + 2 blocks of 37,026). LM positions per training example: A 26, B 19. Gates of B
+after 400 steps (seed 0): tanh = 0.026, -0.035 (block 0, attention and feed-forward), -0.055, -0.078
+(block 1). Training step times measured during those runs (same process, A then B, under that
+load): A 130-410 ms, B 220-418 ms; B's was the slower on 4 of 5 seeds.
 """
 
 from __future__ import annotations
@@ -42,8 +57,10 @@ from mmllm_course.training.recipes import (
 
 # Chapter 5's stage 1 with 400 steps (chapter 5 trains 800), so that A and B both train inside one notebook.
 CHAPTER6: Chapter5Recipe = dataclasses.replace(CHAPTER5, steps=400)
-# What chapter 6's notebook asserts (fractions of held-out images): B's captions, and the gates opened.
-CHAPTER6_BARS: dict[str, float] = {"B exact": 0.90, "A exact": 0.90}
+# What chapter 6's notebook asserts (fractions of held-out images): each backbone's exact captions, and
+# that they are equal within CHAPTER6_MAX_GAP (|B - A|, fraction).
+CHAPTER6_BARS: dict[str, float] = {"A exact": 0.93, "B exact": 0.93}
+CHAPTER6_MAX_GAP = 0.03
 CHAPTER6_EVERY = 1  # a block before every decoder layer of the 2-layer LM
 
 
@@ -142,15 +159,24 @@ def compare_backbones(seed: int = 0, recipe: Chapter5Recipe = CHAPTER6, lm=None,
                                                   "only B": len(wrong["B"] - wrong["A"])}}
 
 
+def chapter6_metrics(rows: list[dict]) -> dict[str, float]:
+    """``{"A exact", "B exact", "B - A"}`` from :func:`compare_backbones`' rows (fractions)."""
+    out = {f"{r['backbone']} exact": r["exact"] for r in rows}
+    out["B - A"] = out["B exact"] - out["A exact"]
+    return out
+
+
 def chapter6_seed_run(seed: int) -> dict[str, float]:
-    """What the notebook asserts, for one seed: ``{"A exact", "B exact"}`` held-out exact captions (fractions)."""
-    rows = compare_backbones(seed)["rows"]
-    return {f"{r['backbone']} exact": r["exact"] for r in rows}
+    """What the notebook asserts, for one seed: :func:`chapter6_metrics` of :func:`compare_backbones`."""
+    return chapter6_metrics(compare_backbones(seed)["rows"])
 
 
 def chapter6_failures(metrics: dict[str, float]) -> list[str]:
-    """The notebook's assertions that ``metrics`` (from :func:`chapter6_seed_run`) would fail; empty if none."""
-    return [f"{k} {metrics[k]:.1%} < {bar:.0%}" for k, bar in CHAPTER6_BARS.items() if metrics[k] < bar]
+    """The notebook's assertions that ``metrics`` (from :func:`chapter6_metrics`) would fail; empty if none."""
+    out = [f"{k} {metrics[k]:.1%} < {bar:.0%}" for k, bar in CHAPTER6_BARS.items() if metrics[k] < bar]
+    if abs(metrics["B - A"]) > CHAPTER6_MAX_GAP:
+        out.append(f"|B - A| = {abs(metrics['B - A']):.1%} > {CHAPTER6_MAX_GAP:.0%}")
+    return out
 
 
 def bench_chapter6_timing(steps: int = 20, rounds: int = 3, recipe: Chapter5Recipe = CHAPTER6,
