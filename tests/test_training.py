@@ -239,11 +239,32 @@ def test_bridge_comparison_summary_and_its_bars():
     assert summary["query_over_linear"] == pytest.approx(0.90 - 0.35)  # the weaker query bridge counts
     assert summary["mlp_over_linear"] == pytest.approx(0.81 - 0.35)
     assert summary["query_over_token_merge"] == pytest.approx(0.90 - 0.44)
+    assert summary["query_over_mlp"] == pytest.approx(0.90 - 0.81)
     assert summary["exact/qformer"] == 0.94 and bridge_comparison_failures(summary) == []
-    close = dict(exact, resampler=exact["linear"] + CHAPTER5_BRIDGE_BARS["query_over_linear"] - 0.01, token_merge=0.0)
+    bars = CHAPTER5_BRIDGE_BARS
+    close = dict(exact, resampler=exact["linear"] + bars["query_over_linear"] - 0.01, token_merge=0.0,
+                 mlp=exact["linear"] + bars["mlp_over_linear"] + 0.01)
     failures = bridge_comparison_failures(bridge_comparison_summary([{"bridge": b, "exact": close[b]} for b in BRIDGE_NAMES]))
     assert len(failures) == 1 and failures[0].startswith("query_over_linear")
     with pytest.raises(ValueError, match="lack the bridge"):
         bridge_comparison_summary([{"bridge": "linear", "exact": 0.5}])
     with pytest.raises(TypeError):
         bridge_comparison_summary({"linear": 0.5})
+
+
+def test_cpu_threads_sets_and_restores_the_thread_count():
+    from mmllm_course.training.recipes import cpu_threads
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    with cpu_threads(target):
+        assert torch.get_num_threads() == target
+    assert torch.get_num_threads() == before
+    with cpu_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), cpu_threads(target):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError):
+        with cpu_threads(0):
+            pass

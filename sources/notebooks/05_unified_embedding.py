@@ -10,7 +10,9 @@
 # - check the splice against `transformers`' `LlavaForConditionalGeneration` on identical weights;
 # - train a bridge between a frozen image encoder and a frozen LM (stage 1) until the model captions
 #   held-out images;
-# - explain, with a measurement, why the LM's pretraining decides whether that can work at all.
+# - explain, with a measurement, why the LM's pretraining decides whether that can work at all;
+# - compare the five bridges of chapters 3-4 as captioners on the same frozen encoder and LM;
+# - wrap a real pretrained LM (SmolLM2, GPT-2; online) with the same code.
 #
 # This is part 3 of the five-part map, the **LLM backbone**, in its first form: the image becomes a
 # few extra tokens *inside* the LM's input sequence, and the unchanged LM reads them with its own
@@ -32,6 +34,7 @@ from mmllm_course.pretrained import load_chapter5_lm
 from mmllm_course.training import caption_metrics, count_parameters, load_trainable, save_trainable
 from mmllm_course.training.recipes import (
     CHAPTER5,
+    CHAPTER5_BARS,
     build_captioner,
     chapter5_failures,
     evaluate_captioner,
@@ -185,11 +188,15 @@ plt.show()
 # %%
 metrics = evaluate_captioner(run)
 print({k: f"{v:.1%}" for k, v in metrics.items()})
-assert metrics["exact"] >= 0.95, metrics
-assert min(metrics["color"], metrics["size"], metrics["position"]) >= 0.97, metrics
-assert metrics["shape"] >= 0.95, metrics
+print("bars:", {k: f"{v:.0%}" for k, v in CHAPTER5_BARS.items()})
+assert not chapter5_failures(metrics), chapter5_failures(metrics)
 
 # %% [markdown]
+# The bars (`CHAPTER5_BARS`) are lower than this run's numbers on purpose: they must hold on other
+# seeds (other images, initial weights and batch order), and on another machine's arithmetic. Over
+# seeds 0-4 (`python -m mmllm_course.bench --seeds 5 --only chapter5`) the worst exact-caption score
+# was 96.0% and shape ranged over 96.0-98.6%, colour, size and position at least 99.8%.
+#
 # Shape is the weakest attribute. Which captions go wrong? The next cell counts the wrong ones by the
 # true size of the shape.
 
@@ -206,14 +213,23 @@ for i in wrong[:4]:
 # cannot hand the LM a detail the encoder did not see. (Try it: fit a linear shape probe on the
 # encoder's features and compare its accuracy with the shape accuracy above.)
 
+# %% [markdown]
+# The first six held-out images with the captions the model wrote, and two of the wrong ones (red,
+# with the truth below):
+
 # %%
-fig, axes = plt.subplots(2, 4, figsize=(10, 5.5))
-for i, ax in enumerate(axes.flat):
+shown = list(range(6)) + [i for i in wrong if i >= 6][:2]
+fig, axes = plt.subplots(2, 4, figsize=(10, 6))
+for ax, i in zip(axes.flat, shown):
     ax.imshow(run.held_out.images[i].permute(1, 2, 0).clamp(0, 1))
-    ok = run.predictions[i] == run.held_out.captions[i]
-    ax.set_title(run.predictions[i].replace(" in the ", "\nin the "), fontsize=8, color="black" if ok else "red")
+    said, truth = run.predictions[i], run.held_out.captions[i]
+    title = said.replace(" in the ", "\nin the ") + ("" if said == truth else f"\ntruth: {truth}")
+    ax.set_title(title, fontsize=8, color="black" if said == truth else "red")
+    ax.axis("off")
+for ax in list(axes.flat)[len(shown):]:
     ax.axis("off")
 fig.suptitle("Generated captions for held-out images (red: wrong)")
+plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -259,6 +275,67 @@ assert again == run.predictions[:8]
 assert caption_metrics(again, run.held_out.objects[:8, 0])["exact"] >= 0.5
 
 # %% [markdown]
+# ## Part 6: which bridge? The five of chapters 3-4 as captioners
+#
+# Chapter 4's table counted what each bridge costs (trainable parameters, K, FLOPs, the LM's time)
+# and left open what each is worth. Here every bridge is the stage-1 captioner between the same
+# frozen mini-CLIP and the same frozen LM, with the same training images, seed, batch size and
+# number of steps: 200 steps, a quarter of the run above, scored on 200 held-out images (one image
+# is half a point), to keep the notebook short. The encoder's features are computed once and shared;
+# token merging reads the 16 patch tokens without the class token (pixel shuffle needs a square
+# grid), the others all 17. This section takes about half of the notebook's time.
+
+# %%
+from mmllm_course.training.recipes import (  # noqa: E402
+    CHAPTER5_BRIDGE_BARS,
+    CHAPTER5_COMPARISON,
+    bridge_comparison_failures,
+    bridge_comparison_summary,
+    compare_bridges,
+)
+
+rows = compare_bridges(seed=0, lm=lm, tokenizer=tok, progress=True)
+print(f"{CHAPTER5_COMPARISON.steps} steps each, {CHAPTER5_COMPARISON.held_out_size} held-out images\n")
+print(f"{'bridge':<12}{'K':>4}{'trainable':>11}{'ms/step':>9}{'exact':>8}{'shape':>8}{'colour':>8}{'size':>8}{'position':>10}")
+for r in rows:
+    print(f"{r['bridge']:<12}{r['K']:>4}{r['trainable']:>11,}{r['ms_per_step']:>9.0f}{r['exact']:>8.1%}{r['shape']:>8.1%}"
+          f"{r['color']:>8.1%}{r['size']:>8.1%}{r['position']:>10.1%}")
+
+fig, ax = plt.subplots(figsize=(7, 3.2))
+bars = ax.bar([r["bridge"] for r in rows], [100 * r["exact"] for r in rows], color="tab:blue")
+for bar, r in zip(bars, rows):
+    ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 1, f"K={r['K']}\n{r['trainable'] / 1e3:.0f}k params",
+            ha="center", fontsize=8)
+ax.set_ylim(0, 115)
+ax.set_ylabel("held-out exact captions (%)")
+ax.set_xlabel("bridge (K = image tokens per image; trainable parameters)")
+ax.set_title(f"Five bridges as stage-1 captioners, {CHAPTER5_COMPARISON.steps} steps each (same frozen encoder and LM)")
+plt.show()
+
+# %% [markdown]
+# What the table shows on this seed: the two query bridges caption best, with fewer image tokens
+# than the per-patch bridges (K = 8 against 17) and the most trainable parameters; the MLP comes
+# next; the linear bridge and token merging (a pixel shuffle, then one linear map) trail far behind.
+# Fewer tokens did not cost quality here, and the two bridges that are a single linear map of the
+# features are the weakest, as in chapter 3, where a linear bridge could not separate 160 captions
+# in a target space that an MLP could. Equal steps are not equal time: the ms/step column is each
+# step's price on this machine at its current load. And 200 steps is a short budget: these are what
+# each bridge learns in it, not its ceiling (the Q-Former reaches the numbers of Part 3 after 800).
+#
+# The cell below asserts margins, not the numbers themselves: the weaker query bridge at least 30
+# points over the linear bridge and over token merging and 2 points over the MLP, the MLP at least 15
+# over the linear bridge. They held on each of 5 seeds (data, initial weights, batch order: the
+# benchmark's `run_chapter5_bridges(seed)`, seeds 0-4), where the smallest margins were 46, 47, 8 and
+# 28 points, and the exact captions ranged over linear 34.5-46.5%, MLP 74.5-88.0%, Q-Former
+# 94.0-97.5%, resampler 92.5-96.0%, token merging 39.0-47.5%. The query bridges' lead over the MLP is
+# the thinnest of these margins.
+
+# %%
+summary = bridge_comparison_summary(rows)
+print({k: f"{v:+.1%}" for k, v in summary.items() if k in CHAPTER5_BRIDGE_BARS})
+assert not bridge_comparison_failures(summary), bridge_comparison_failures(summary)
+
+# %% [markdown]
 # ## Part 7: the same code on a real LM (online, off by default)
 #
 # Nothing above is specific to the tiny LM: `UnifiedEmbeddingMLLM` takes any `transformers` causal
@@ -291,7 +368,8 @@ else:
 if real_lm is not None:
     print(f"{type(real_lm).__name__}: {count_parameters(real_lm) / 1e6:.0f}M parameters, width {lm_width(real_lm)}, "
           f"vocabulary {len(real_tok)}, <image> is token {real_tok.convert_tokens_to_ids('<image>')}")
-    real_recipe = dataclasses.replace(CHAPTER5, bridge="mlp", steps=REAL_STEPS, batch_size=16, train_size=2000, held_out_size=32)
+    real_recipe = dataclasses.replace(CHAPTER5, bridge="mlp", steps=REAL_STEPS, batch_size=16, train_size=2000, held_out_size=32,
+                                      cpu_threads=None)  # every CPU thread for a real LM
     real_run = train_chapter5_captioner(seed=0, recipe=real_recipe, lm=real_lm, tokenizer=real_tok)
     real_metrics = evaluate_captioner(real_run, batch_size=16)
     print(f"{real_recipe.steps} steps of an MLP bridge ({count_parameters(real_run.model, trainable_only=True):,} trainable "
@@ -300,6 +378,24 @@ if real_lm is not None:
         print(f"  said {said!r}, truth {truth!r}")
 
 # %% [markdown]
+# ## Where this shows up in real models
+#
+# - **LLaVA** ([Liu et al. 2023](https://arxiv.org/abs/2304.08485)): CLIP ViT-L/14 features, one
+#   linear projection, written into Vicuna's input sequence at the image's place. Its stage 1
+#   ("feature alignment") is this chapter's: encoder and LLM frozen, only the projection trained, on
+#   image-caption pairs (595K filtered from CC3M); stage 2 fine-tunes projection and LLM on
+#   instruction data (chapter 7).
+# - **LLaVA-1.5** ([Liu et al. 2023](https://arxiv.org/abs/2310.03744)): a two-layer MLP projector
+#   (chapter 3's) on the second-to-last layer of a CLIP ViT-L/14 at 336 pixels: 576 image tokens per
+#   image, `feature_layer=-2, drop_class_token=True` in the parity check above.
+# - **BLIP-2** ([Li et al. 2023](https://arxiv.org/abs/2301.12597)): a Q-Former's 32 query outputs,
+#   linearly projected, put in front of the text of a frozen OPT or Flan-T5: the same splice with a
+#   query bridge, and the LLM is never trained. **MiniGPT-4**
+#   ([Zhu et al. 2023](https://arxiv.org/abs/2304.10592)) reuses BLIP-2's frozen ViT and Q-Former and
+#   trains one linear layer into a frozen Vicuna.
+# - **Idefics2** and **SmolVLM** (chapter 4): resampler or pixel-shuffle tokens in the LM's input
+#   sequence, the unified layout with other bridges.
+#
 # ## Recap
 #
 # - The unified embedding decoder writes K image vectors into the LM's input sequence at an
@@ -311,3 +407,8 @@ if real_lm is not None:
 #   with the numbers above.
 # - It works only because the LM learned to read its context in pretraining: an LM pretrained on
 #   isolated captions gets almost no caption right with the same bridge and data (measured above).
+# - With equal steps, the five bridges of chapters 3-4 are not equal captioners: the table of Part 6
+#   gives held-out exact captions next to K and the trainable parameters, the quality column
+#   chapter 4's cost table left open.
+# - The same classes run on a real checkpoint (SmolLM2, GPT-2) once its tokenizer holds `<image>`
+#   and its embedding table has grown to match (Part 7, online).
