@@ -404,15 +404,14 @@ check("ch05.top_k_probs", top_k_probs)
 # %%
 def sample_decode(lm, inputs_embeds, attention_mask, max_new_tokens, temperature, top_k, generator):
     """Like greedy_decode, drawing each token from top_k_probs instead of taking the argmax."""
-    embeds, mask, new = inputs_embeds, attention_mask.long(), []
+    x, m, drawn = inputs_embeds, attention_mask.long(), []
     with torch.no_grad():
-        for _ in range(max_new_tokens):
-            logits = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -1]
-            token = torch.multinomial(top_k_probs(logits, temperature, top_k), 1, generator=generator)[:, 0]  # (B,)
-            new.append(token)
-            embeds = torch.cat([embeds, lm.get_input_embeddings()(token)[:, None]], dim=1)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-    return torch.stack(new, dim=1)
+        for _step in range(max_new_tokens):
+            last = lm(inputs_embeds=x, attention_mask=m, position_ids=(m.cumsum(-1) - 1).clamp(min=0)).logits[:, -1]
+            drawn.append(torch.multinomial(top_k_probs(last, temperature, top_k), 1, generator=generator))  # (B, 1)
+            x = torch.cat([x, lm.get_input_embeddings()(drawn[-1])], dim=1)
+            m = torch.cat([m, torch.ones_like(drawn[-1])], dim=1)
+    return torch.cat(drawn, dim=1)
 
 
 try:
