@@ -149,8 +149,9 @@ def test_the_lm_alone_is_unchanged_and_hooks_detach(tok):
         assert torch.equal(model(ids, images=_images(1)).logits, before)
 
 
-def test_generate_matches_greedy_by_hand_with_two_images(tok):
-    model = _model(tok)
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_generate_matches_greedy_by_hand_with_two_images(tok, arch):
+    model = _model(tok, arch=arch)
     _open_gates(model, 0.9, 0.9)
     images = _images(3)
     texts = model.generate(TWO_IMAGES, images=images, max_new_tokens=6, eos_token_id=None)
@@ -246,3 +247,23 @@ def test_a_versus_b_recipe_runs_the_same_budget_and_counts_tokens():
     assert sum(out["wrong"].values()) <= 8
     assert chapter6_failures({"A exact": 1.0, "B exact": 0.5, "B - A": -0.5}) == ["B exact 50.0% < 93%", "|B - A| = 50.0% > 3%"]
     assert chapter6_failures({"A exact": 0.95, "B exact": 0.96, "B - A": 0.01}) == []
+
+
+def test_trained_parts_save_and_reload(tok, tmp_path):
+    from mmllm_course.training import load_trainable, save_trainable
+
+    model = _model(tok)
+    _open_gates(model)
+    with torch.no_grad():
+        model.blocks[1].q_proj.weight.mul_(2.0)
+    names = save_trainable(model, str(tmp_path / "b.safetensors"))
+    assert names and all(n.startswith(("blocks.", "bridge.")) for n in names)
+    assert "blocks.0.attn_gate" in names and not any(n.startswith("lm.") for n in names)
+    fresh = _model(tok)
+    batch = model.tokenize(TWO_IMAGES)
+    with torch.no_grad():
+        before = fresh(**batch, images=_images(3)).logits
+        load_trainable(fresh, str(tmp_path / "b.safetensors"))
+        after = fresh(**batch, images=_images(3)).logits
+        want = model(**batch, images=_images(3)).logits
+    assert torch.equal(after, want) and (before - want).abs().max() > 1e-3
