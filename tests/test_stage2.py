@@ -80,3 +80,41 @@ def test_a_short_stage2_learns_with_only_lora_and_the_bridge_trained():
     merged_base = {k.removeprefix("base_model.model.").replace(".base_layer", ""): v
                    for k, v in model.lm.state_dict().items() if "lora_" not in k}
     assert all(torch.equal(merged_base[k], base[k]) for k in base), "the LM's own weights must not change in stage 2"
+
+
+def test_evaluate_qa_scores_exact_answers_per_type_and_the_bars():
+    """evaluate_qa against a stand-in model that answers right except on every other 'What shape is in ...?'."""
+    from types import SimpleNamespace
+
+    from mmllm_course.training.recipes_ch07 import CHAPTER7_BARS, Stage2Run, chapter7_failures, evaluate_qa
+    from mmllm_course.training.loop import TrainHistory
+
+    shapes = generate_shapes(40, seed=2)
+    qs = make_instructions(shapes, seed=0, questions_per_image=5, types=QUESTION_TYPES[:5])
+    calls = []
+
+    def generate(prompts, image_features, max_new_tokens):  # questions come in order, in batches
+        start = sum(calls)
+        calls.append(image_features.shape[0])
+        out = []
+        for i, p in enumerate(prompts, start):
+            assert p == f"<image>Q: {qs.questions[i]} A:"
+            out.append("nonsense" if qs.types[i] == "shape_at" and i % 2 == 0 else qs.answers[i])
+        return out
+
+    model = SimpleNamespace(tokenizer=chat_tokenizer(), bridge=torch.nn.Linear(1, 1), generate=generate)
+    run = Stage2Run(model, TrainHistory(), "lora", qs, torch.zeros(40, 3, 4))
+    from mmllm_course.training import recipes_ch07
+
+    metrics = evaluate_qa(run)
+    assert len(calls) == 1
+    calls.clear()
+    run.answers = recipes_ch07.answer_questions(model, qs, run.held_out_features, batch_size=64)  # several batches
+    assert len(calls) == 4 and sum(calls) == len(qs)
+    right = [a == t for a, t in zip(run.answers, qs.answers)]
+    shape_at = [right[i] for i in qs.of_type("shape_at")]
+    assert metrics["qa_all"] == sum(right) / len(right) and metrics["qa_shape_at"] == sum(shape_at) / len(shape_at) < 1
+    assert metrics["qa_worst_type"] == metrics["qa_shape_at"] and metrics["qa_color_at"] == 1.0
+    assert chapter7_failures(metrics) == [f"{k} {metrics[k]:.1%} < {bar:.0%}" for k, bar in CHAPTER7_BARS.items() if metrics[k] < bar]
+    assert chapter7_failures({"qa_all": 0.99, "qa_worst_type": 0.95}) == []
+    assert chapter7_failures({"qa_all": 0.90, "qa_worst_type": 0.95}) == ["qa_all 90.0% < 95%"]
