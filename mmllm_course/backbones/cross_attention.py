@@ -23,8 +23,9 @@ LM's text ability and opens the gates as far as the image helps.
 
 **Media locations** (Flamingo's masking). Each ``<image>`` marker sits where its image belongs in
 an interleaved sequence; a text token sees an image only if that image's marker is at or before it.
-``attend="last"`` (the default, Flamingo's choice and the span rule of Mllama's processor): a token
-sees only the most recent image before it. ``attend="all"``: every image before it. A token with no
+``attend="last"`` (the default, Flamingo's choice, and the span rule of Mllama's processor, which
+differs only for adjacent markers: it lets the text after "<image><image>" see both): a token sees
+only the most recent image before it. ``attend="all"``: every image before it. A token with no
 image before it (the bos token) sees nothing: both branches of every block add exactly zero there.
 Mllama differs in one corner: on a row that sees no image it still adds the attention branch (its
 mask turns into all zeros there, i.e. attention over every media token) and zeroes only the

@@ -133,7 +133,8 @@ for name, p in fresh.named_parameters():
 # square." Text after the second image should describe the second image, so each text token may
 # attend only to the image(s) *before* it: the **media mask** $(B, T, M)$ for $M$ images, built from
 # where the `<image>` markers sit. Flamingo lets a token see only the most recent image
-# (`attend="last"`, our default, which is also the span rule of Llama 3.2 Vision's processor); the
+# (`attend="last"`, our default, which is also the span rule of Llama 3.2 Vision's processor for
+# images that are not adjacent); the
 # alternative lets it see every earlier image (`attend="all"`). Tokens before the first image see
 # nothing, and the block leaves them exactly as they were.
 
