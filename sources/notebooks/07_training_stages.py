@@ -286,7 +286,9 @@ assert (logits["merged"] - logits["trained"]).abs().max() < 1e-4
 #
 # and on CPUs, the same code: `torchrun --nproc_per_node 2 -m mmllm_course.training.recipes_ch07 --cpu`.
 # `tests/test_accelerate_loop.py` runs a short stage 2 under two CPU processes (gloo) and checks that
-# the two replicas end bit-identical and equal a one-process run on the same global batch. The
+# the two replicas end bit-identical and equal a one-process run on the same global batch (within
+# 1e-4; the captions it trains on all have the same number of tokens, so the mean of the two slices'
+# losses is the whole batch's loss). The
 # sharding itself is one line; the two slices of a batch are the batch:
 
 # %%
