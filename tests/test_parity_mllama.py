@@ -196,3 +196,14 @@ def test_whole_model_matches_mllama_for_causal_lm():
     diff = (got[real] - ref[real]).abs().max().item()
     assert diff < TOL, f"logits differ by {diff}"
     assert (bare[real] - ref[real]).abs().max() > 1e-2  # the cross-attention layers matter: the test can fail
+
+
+def test_adjacent_images_are_where_mllama_differs_from_attend_last():
+    processing = pytest.importorskip("transformers.models.mllama.processing_mllama")
+    ids = [2, 3, 3, 10, 11]  # "<image><image> a b": Mllama groups the two images
+    spans = processing.get_cross_attention_token_mask(ids, image_token_id=3)
+    dense = processing.convert_sparse_cross_attention_mask_to_dense([spans], [[1, 1]], max_num_tiles=1, length=len(ids))
+    theirs = torch.as_tensor(dense[0, :, :, 0]).bool()
+    last = media_attention_mask(torch.tensor([ids]), 3, attend="last")[0]
+    assert theirs[3:].all() and not last[3:, 0].any()  # their text sees both images, ours only the second
+    assert torch.equal(media_attention_mask(torch.tensor([ids]), 3, attend="all")[0][2:], theirs[2:])
