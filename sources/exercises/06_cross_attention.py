@@ -253,7 +253,10 @@ check("ch06.gated_block", MyGatedCrossAttentionBlock)
 # features, `model(input_ids=..., attention_mask=..., labels=..., image_features=...).loss`,
 # `backward()`, a step. Return the list of losses, and leave the model in eval mode. What works (the
 # chapter's recipe, shortened): AdamW at `3e-3`, batches of 64, a linear warmup over the first 30 steps
-# then a cosine decay, gradient clipping at norm 1.0, 400 steps (about a minute on a laptop's CPU core).
+# then a cosine decay, gradient clipping at norm 1.0, 400 steps (the cell below prints how long they took).
+# Measured with this solution on seeds 0-4 (initial weights and batch order): 94.5% to 96.5% exact
+# captions on the check's images, worst 94.5%; the library's B trained for 250 steps reached 92% on 200
+# held-out images, too close to the bar.
 #
 # **What the check does:** it never trains. It checks that your model's LM is still exactly the
 # shipped one (frozen), draws 200 new images with its own seed, runs them through the same frozen
@@ -314,8 +317,8 @@ def train_stage1_b(model: CrossAttentionMLLM, features: torch.Tensor, batch: dic
 
 
 # %% [markdown]
-# The next cell builds backbone B with your blocks, trains it (about a minute) and hands the trained
-# model to the check. Until your block and `train_stage1_b` are written, it says `todo`.
+# The next cell builds backbone B with your blocks, trains it (the longest cell of this notebook) and
+# hands the trained model to the check. Until your block and `train_stage1_b` are written, it says `todo`.
 
 # %%
 import time
@@ -448,5 +451,5 @@ check("ch06.q4", q4)
 # ## Done?
 #
 # From a shell, `python -m mmllm_course.grade exercises/06_cross_attention.ipynb` grades this whole
-# notebook at once (with your training done, that includes its minute of training). Chapter 7
+# notebook at once (with your training done, that includes the training). Chapter 7
 # instruction-tunes the model with LoRA adapters on the LM.

@@ -436,6 +436,15 @@ class GatedBlockWrongNames(GatedBlockSolution):
             del self.o_proj
 
 
+class GatedBlockWithBiases(GatedBlockSolution):
+    """Wrong: nn.Linear's default bias=True on the projections (Llama 3.2 Vision's have none)."""
+
+    def __init__(self, dim, num_heads, num_kv_heads, mlp_dim, media_dim=None):
+        super().__init__(dim, num_heads, num_kv_heads, mlp_dim, media_dim)
+        self.q_proj = nn.Linear(dim, num_heads * self.d)
+        self.o_proj = nn.Linear(num_heads * self.d, dim)
+
+
 class GatedBlockPlainTensorGate(GatedBlockSolution):
     """Wrong: the gates are plain tensors (never trained), not nn.Parameters."""
 
@@ -656,6 +665,7 @@ CASES = {
             "NaN rows": _block_variant("nan_rows"),
             "feed-forward on image-less rows": _block_variant("mlp_everywhere"),
             "wrong names": GatedBlockWrongNames,
+            "biases": GatedBlockWithBiases,
             "plain tensor gates": GatedBlockPlainTensorGate,
         },
         "diagnoses": {
@@ -667,6 +677,7 @@ CASES = {
             "NaN rows": (_block_variant("nan_rows"), "NaN on the tokens that see no image"),
             "feed-forward on image-less rows": (_block_variant("mlp_everywhere"), "given the feed-forward branch"),
             "wrong names": (GatedBlockWrongNames, "missing: o_proj.weight"),
+            "biases": (GatedBlockWithBiases, "unexpected: q_proj.bias, o_proj.bias"),
             "plain tensor gates": (GatedBlockPlainTensorGate, "plain tensors"),
         },
     },
