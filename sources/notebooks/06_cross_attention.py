@@ -129,7 +129,7 @@ for name, p in fresh.named_parameters():
 # %% [markdown]
 # ## Part 3: media masks for interleaved sequences
 #
-# Flamingo reads documents where images and text alternate: "<image> a red circle. <image> a blue
+# Flamingo (section 2.3) reads documents where images and text alternate: "<image> a red circle. <image> a blue
 # square." Text after the second image should describe the second image, so each text token may
 # attend only to the image(s) *before* it: the **media mask** $(B, T, M)$ for $M$ images, built from
 # where the `<image>` markers sit. Flamingo lets a token see only the most recent image
