@@ -29,7 +29,6 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mmllm_course.backbones import CrossAttentionMLLM, GatedCrossAttentionBlock, GatedCrossAttentionConfig
@@ -654,7 +653,8 @@ def _check_train_captioner(answer) -> str:
     if changed:
         raise CheckFailed(f"your model's LM is not the shipped chapter-5 LM any more ({len(changed)} of its tensors changed, "
                           f"e.g. {changed[0]}): the whole LM was left trainable. Backbone B keeps the LM frozen; only the "
-                          "bridge and the blocks learn (see exercise 3)")
+                          "bridge and the blocks learn (see exercise 3). Reload the LM (lm, tok = load_chapter5_lm()) before "
+                          "training again: the changed one stays changed")
     if model.num_image_features != 17:
         raise CheckFailed(f"your model reads {model.num_image_features} features per image; the check gives the frozen "
                           "mini-CLIP's 17 (its class token and 16 patches), as in chapter 5")
