@@ -318,6 +318,18 @@ def _chapter5_failures(metrics: dict) -> list:
     return recipes.chapter5_failures(metrics)
 
 
+def _chapter6(seed: int) -> dict:
+    from mmllm_course.training.recipes_ch06 import chapter6_seed_run
+
+    return chapter6_seed_run(seed)
+
+
+def _chapter6_failures(metrics: dict) -> list:
+    from mmllm_course.training.recipes_ch06 import chapter6_failures
+
+    return chapter6_failures(metrics)
+
+
 def _chapter8(seed: int) -> dict:
     from mmllm_course.encoders import binding
 
@@ -339,6 +351,8 @@ SEED_RUNS: dict[str, SeedRun] = {
                         _chapter4, _chapter4_failures),
     "chapter5": SeedRun("chapter 5: stage-1 captioner (frozen mini-CLIP and LM, bridge trained), held-out captions",
                         _chapter5, _chapter5_failures),
+    "chapter6": SeedRun("chapter 6: backbone A vs B (gated cross-attention) on chapter 5's stage 1, 400 steps each, "
+                        "held-out exact captions and their gap", _chapter6, _chapter6_failures),
     "chapter8": SeedRun("chapter 8: spoken-description recognition, solids under rotation, emergent audio <-> 3-D retrieval "
                         "(bar: 4x chance per seed)", _chapter8, _chapter8_failures),
 }
@@ -421,6 +435,13 @@ def main(argv: list[str] | None = None) -> int:
         out = bench_chapter5_timing()  # {"ms_per_train_step", "ms_per_generated_token", "train_batch", "generate_batch"}
         print(f"chapter 5 stage 1: {out['ms_per_train_step']:.0f} ms per training step (batch {out['train_batch']}), "
               f"{out['ms_per_generated_token']:.1f} ms per generated token (batch {out['generate_batch']})")
+    if not args.only or "chapter6" in args.only:
+        from mmllm_course.training.recipes_ch06 import bench_chapter6_timing
+
+        out = bench_chapter6_timing()
+        print(f"chapter 6, A vs B on the same stage 1: {out['ms_per_train_step_A']:.0f} vs {out['ms_per_train_step_B']:.0f} ms "
+              f"per training step (batch {out['train_batch']}), {out['tokens_per_example_A']:.0f} vs "
+              f"{out['tokens_per_example_B']:.0f} LM positions per example")
     root = Path.cwd()
     if not args.no_notebooks and not args.only:
         if (root / "notebooks").is_dir():
