@@ -285,9 +285,10 @@ def train_chapter5_captioner(seed: int = 0, recipe: Chapter5Recipe = CHAPTER5, l
         with cpu_threads(recipe.cpu_threads):
             features = encode_all(model, train_set.images), encode_all(model, held_out.images)
     train_features, held_out_features = features
-    if train_features.shape[:2] != (len(train_set), model.num_image_features) or held_out_features.shape[:2] != (len(held_out), model.num_image_features):
-        raise ValueError(f"features must be ({len(train_set)}, {model.num_image_features}, D) and ({len(held_out)}, "
-                         f"{model.num_image_features}, D) for this recipe, got {tuple(train_features.shape)} and {tuple(held_out_features.shape)}")
+    n = model.num_image_features
+    if train_features.shape[:2] != (len(train_set), n) or held_out_features.shape[:2] != (len(held_out), n):
+        raise ValueError(f"features must be ({len(train_set)}, {n}, D) and ({len(held_out)}, {n}, D) for this recipe, "
+                         f"got {tuple(train_features.shape)} and {tuple(held_out_features.shape)}")
     batch = model.tokenize([recipe.prompt] * len(train_set), [" " + c for c in train_set.captions])
     with cpu_threads(recipe.cpu_threads):
         history = train(model, dict(batch, image_features=train_features), recipe.stage1_config(seed), progress=progress,
