@@ -318,6 +318,19 @@ def _chapter5_failures(metrics: dict) -> list:
     return recipes.chapter5_failures(metrics)
 
 
+def _chapter5_exercise(seed: int) -> dict:
+    # The benchmark is an entry point, not library code: it may measure an exercise's reference solution.
+    from mmllm_course.grading.checks import ch05
+
+    return ch05.train_captioner_seed_run(seed)
+
+
+def _chapter5_exercise_failures(metrics: dict) -> list:
+    from mmllm_course.grading.checks import ch05
+
+    return ch05.train_captioner_failures(metrics)
+
+
 def _chapter6(seed: int) -> dict:
     from mmllm_course.training.recipes_ch06 import chapter6_seed_run
 
@@ -351,6 +364,8 @@ SEED_RUNS: dict[str, SeedRun] = {
                         _chapter4, _chapter4_failures),
     "chapter5": SeedRun("chapter 5: stage-1 captioner (frozen mini-CLIP and LM, bridge trained), held-out captions",
                         _chapter5, _chapter5_failures),
+    "chapter5_exercise": SeedRun("chapter 5 exercise: the solution's stage-1 bridge (150 steps), held-out exact captions "
+                                 "as ch05.train_captioner measures them (bar 90%)", _chapter5_exercise, _chapter5_exercise_failures),
     "chapter6": SeedRun("chapter 6: backbone A vs B (gated cross-attention) on chapter 5's stage 1, 400 steps each, "
                         "held-out exact captions and their gap", _chapter6, _chapter6_failures),
     "chapter8": SeedRun("chapter 8: spoken-description recognition, solids under rotation, emergent audio <-> 3-D retrieval "
