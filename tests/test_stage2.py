@@ -118,3 +118,27 @@ def test_evaluate_qa_scores_exact_answers_per_type_and_the_bars():
     assert chapter7_failures(metrics) == [f"{k} {metrics[k]:.1%} < {bar:.0%}" for k, bar in CHAPTER7_BARS.items() if metrics[k] < bar]
     assert chapter7_failures({"qa_all": 0.99, "qa_worst_type": 0.95}) == []
     assert chapter7_failures({"qa_all": 0.90, "qa_worst_type": 0.95}) == ["qa_all 90.0% < 95%"]
+
+
+def test_caption_replay_puts_stage1_rows_back_into_the_mix():
+    from mmllm_course.backbones import UnifiedEmbeddingMLLM
+    from mmllm_course.bridges import make_bridge
+    from mmllm_course.language import CausalLMConfig, make_causal_lm
+    from mmllm_course.training.recipes_ch07 import instruction_batch
+
+    tok = chat_tokenizer()
+    lm = make_causal_lm(CausalLMConfig(dim=32, depth=1, num_heads=4, num_kv_heads=2, mlp_dim=32), tok, seed=0)
+    model = UnifiedEmbeddingMLLM(None, make_bridge("mlp", in_dim=16, out_dim=32), lm, tok, num_image_features=4)
+    shapes = generate_shapes(200, seed=1)
+    features = torch.randn(200, 4, 16)
+    plain = instruction_batch(model, shapes, features, seed=0)
+    mixed = instruction_batch(model, shapes, features, seed=0, caption_fraction=0.3)
+    decoded = [tok.decode(row[row != -100], skip_special_tokens=True).strip() for row in mixed["labels"]]
+    captions = [i for i, d in enumerate(decoded) if d == shapes.captions[i]]
+    assert 40 <= len(captions) <= 80  # about 30% of 200
+    assert torch.equal(mixed["image_features"], plain["image_features"]) and torch.equal(plain["image_features"], features)
+    for i in range(200):  # the other rows are the questions, unchanged
+        if i not in captions:
+            a = plain["labels"][i][plain["labels"][i] != -100]
+            b = mixed["labels"][i][mixed["labels"][i] != -100]
+            assert torch.equal(a, b)

@@ -223,23 +223,30 @@ by = {r["variant"]: r for r in rows}
 
 # %%
 lora1, skip, full = by["LoRA after stage 1"], by["LoRA, stage 1 skipped"], by["whole LM after stage 1"]
-assert lora1["qa_all"] >= skip["qa_all"] + 0.05, "stage 1 should pay off at this budget"
+assert lora1["qa_all"] >= skip["qa_all"] + 0.02 and lora1["qa_worst_type"] >= skip["qa_worst_type"] + 0.1, "stage 1 pays off"
+assert full["qa_all"] >= lora1["qa_all"] + 0.02, "at this budget the whole LM learns the task faster"
 assert max(r["caption_after"] for r in rows) <= caption_before - 0.5, "stage 2 on questions alone forgets captioning"
 
 # %% [markdown]
-# What the table shows (one seed, so the cell above asserts only wide margins):
+# What the table shows. The cell above asserts margins that held on all five seeds we ran
+# (seeds 0-4, numbers in `mmllm_course/training/recipes_ch07.py`'s docstring):
 #
 # - **Stage 1 pays off.** With the same stage-2 budget, the model whose bridge was aligned first
-#   answers more questions than the one that starts from a fresh bridge (the QA columns): stage 1
-#   taught the bridge to write vectors the LM can read, so stage 2 only has to teach the task.
-# - **LoRA versus the whole LM.** Compare the two rows after stage 1. The trainable column holds the
-#   bridge too: the LM's own share is the 7,168 adapter weights of LoRA against all 106,816 weights of
-#   the LM. Read the QA columns to see which learned faster in these 150 steps on this seed; the price
-#   of the whole LM is a full copy of it per task, where LoRA's adapters are kilobytes (Part 6).
+#   answers more questions than the one that starts from a fresh bridge, above all on its worst
+#   question type (4-18 points overall, 15-31 on the worst type over the five seeds): stage 1 taught
+#   the bridge to write vectors the LM can read, so stage 2 only has to teach the task.
+# - **LoRA versus the whole LM.** The trainable column holds the bridge too: the LM's own share is
+#   the 7,168 adapter weights of LoRA against all 106,816 weights of the LM. At this short budget
+#   the whole LM learned faster (4-12 points more on every seed). That is the trade LoRA makes:
+#   fewer numbers to train and to store (a full copy of the LM per task, against kilobytes of
+#   adapters, Part 6), for a smaller change per step. The 400-step LoRA run of Part 4 shows the
+#   smaller change is enough here.
 # - **Forgetting.** Trained on questions only, every stage-2 model loses the stage-1 skill (the
 #   captions column): asked to describe the image, it no longer writes the caption. Stage-2 recipes
-#   such as LLaVA-1.5's mix other kinds of data into the instruction set; putting captions back into
-#   the mix is the obvious remedy to try here.
+#   such as LLaVA-1.5's mix several kinds of data into the instruction set. Here, replaying captions
+#   in a fifth of the stage-2 rows (`dataclasses.replace(CHAPTER7, caption_fraction=0.2)` with
+#   `train_stage2`) kept the captions (95.0% after stage 2 against 95.4% before, seed 0, 400 steps)
+#   with 98.8% exact answers: try it.
 #
 # ## Part 6: saving, reloading and merging the adapters
 #
