@@ -98,6 +98,7 @@ class PointDecoderConfig:
     prediction_type: str = "v_prediction"
     sample_steps: int = 50  # DDIM steps
     guidance_scale: float = 1.0  # classifier-free guidance at sampling; 1.0 = none
+    point_scale: float = 1.0  # clouds are diffused as points * point_scale (and sampled clouds divided by it)
 
     def __post_init__(self) -> None:
         for name in ("num_points", "dim", "depth", "hidden_dim", "num_heads", "cond_dim", "cond_len", "num_solids",
@@ -114,6 +115,7 @@ class PointDecoderConfig:
         check_choice(self.beta_schedule, "beta_schedule", BETA_SCHEDULES)
         check_choice(self.prediction_type, "prediction_type", PREDICTION_TYPES)
         self.guidance_scale = check_number(self.guidance_scale, "guidance_scale", low=0.0)
+        self.point_scale = check_number(self.point_scale, "point_scale", low=0.0, low_open=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,31 +220,39 @@ def timestep_features(timesteps: torch.Tensor, dim: int, max_period: float = 100
 
 
 class PointDenoiserBlock(nn.Module):
-    """FiLM by time, a PointNet MLP with the cloud's global max-pooled context, then cross-attention.
+    """The cloud's summary reads the conditioning by cross-attention; FiLM; a PointNet MLP with global context.
 
-    h (B, N, D), time (B, D), cond (B, L, C) -> h (B, N, D). Each point sees its own feature and the
-    max over all points (PointNet's segmentation trick): the global shape, without attention over N.
+    h (B, N, D), time (B, D), cond (B, L, C) -> h (B, N, D):
+
+        summary  = max_N h                                   (B, 1, D)  the cloud so far (PointNet's max-pool)
+        read     = CrossAttention(summary -> cond tokens)     (B, 1, D)  which description, which size
+        scale, shift = Linear(SiLU(time + read))              FiLM, as DiT's adaLN
+        a        = LayerNorm(h) * (1 + scale) + shift          every point, modulated the same way
+        h        = h + MLP([a, max_N a])                       each point sees itself and the whole cloud
+
+    The attention runs once per cloud, not once per point: with a few conditioning tokens, letting
+    every point choose its own mix buys little and cost a third of the training time in a trial here.
     """
 
     def __init__(self, dim: int, hidden_dim: int, num_heads: int, cond_dim: int):
         super().__init__()
+        self.norm_summary = nn.LayerNorm(dim)
+        self.cross = MultiHeadAttention(dim, num_heads, kv_dim=cond_dim)
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.film = nn.Linear(dim, 2 * dim)  # time -> (scale, shift)
+        self.film = nn.Linear(dim, 2 * dim)  # time + conditioning -> (scale, shift)
         # Linear(2D -> H) on [a, max_N a], split in two: the global half runs once per cloud, not once per point
         self.point_in = nn.Linear(dim, hidden_dim)
         self.global_in = nn.Linear(dim, hidden_dim, bias=False)
         self.point_out = nn.Linear(hidden_dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.cross = MultiHeadAttention(dim, num_heads, kv_dim=cond_dim)
 
     def forward(self, h: torch.Tensor, time: torch.Tensor, cond: torch.Tensor,
                 return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        scale, shift = self.film(time)[:, None, :].chunk(2, dim=-1)  # (B, 1, D) each
+        summary = self.norm_summary(h.amax(dim=1, keepdim=True))  # (B, 1, D)
+        read, weights = self.cross(summary, cond, return_weights=return_weights)  # (B, 1, D), (B, H, 1, L)
+        scale, shift = self.film(F.silu(time[:, None, :] + read)).chunk(2, dim=-1)  # (B, 1, D) each
         a = self.norm1(h) * (1 + scale) + shift
         hidden = self.point_in(a) + self.global_in(a.amax(dim=1, keepdim=True))  # (B, N, H) + (B, 1, H)
-        h = h + self.point_out(F.gelu(hidden))  # (B, N, D)
-        attended, weights = self.cross(self.norm2(h), cond, return_weights=return_weights)  # (B, N, D), (B, H, N, L)
-        return h + attended, weights
+        return h + self.point_out(F.gelu(hidden)), weights  # (B, N, D)
 
 
 class PointDenoiser(nn.Module):
@@ -254,7 +264,7 @@ class PointDenoiser(nn.Module):
         if not isinstance(c, PointDecoderConfig):
             raise InputTypeError(f"config must be a PointDecoderConfig, got {describe(c)}")
         self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
-        self.input = nn.Linear(3, c.dim)
+        self.input = nn.Sequential(nn.Linear(3, c.dim), nn.GELU(), nn.Linear(c.dim, c.dim))
         self.blocks = nn.ModuleList(PointDenoiserBlock(c.dim, c.hidden_dim, c.num_heads, c.cond_dim) for _ in range(c.depth))
         self.norm = nn.LayerNorm(c.dim)
         self.output = nn.Linear(c.dim, 3)
@@ -395,7 +405,7 @@ class PointDiffusionDecoder(nn.Module):
         check_cond(cond, c, batch=points.shape[0])
         cond_dropout = check_number(cond_dropout, "cond_dropout", low=0.0, high=1.0)
         _check_generator(generator)
-        points = to_module_dtype(points, self)
+        points = to_module_dtype(points, self) * c.point_scale
         b = points.shape[0]
         dev = points.device
         noise = torch.randn(points.shape, generator=generator, dtype=points.dtype).to(dev)
@@ -438,7 +448,7 @@ class PointDiffusionDecoder(nn.Module):
                 out = uncond + w * (conditional - uncond)
             x = scheduler.step(out, int(t), x).prev_sample
         self.train(was_training)
-        return x
+        return x / c.point_scale
 
     def generate(self, solid: torch.Tensor, size: torch.Tensor, steps: int | None = None, guidance_scale: float | None = None,
                  generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
@@ -619,21 +629,22 @@ class PointDecoderRecipe:
     hidden_dim: int = 128
     num_heads: int = 4
     cond_dim: int = 64
-    steps: int = 2000
+    steps: int = 2500
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.0
     cond_dropout: float = 0.1
     sample_steps: int = 50
-    guidance_scale: float = 1.0
+    guidance_scale: float = 2.0
+    point_scale: float = 2.0
     eval_per_pair: int = 10  # generated clouds per (solid, size) when evaluating
     reference_per_pair: int = 20  # real clouds per (solid, size) the Chamfer distances compare with
 
     def decoder_config(self) -> PointDecoderConfig:
         return PointDecoderConfig(num_points=self.num_points, dim=self.dim, depth=self.depth, hidden_dim=self.hidden_dim,
                                   num_heads=self.num_heads, cond_dim=self.cond_dim, sample_steps=self.sample_steps,
-                                  guidance_scale=self.guidance_scale)
+                                  guidance_scale=self.guidance_scale, point_scale=self.point_scale)
 
 
 CHAPTER11_DECODER = PointDecoderRecipe()
@@ -750,13 +761,13 @@ def evaluate_point_decoder(decoder: PointDiffusionDecoder, judge: PointJudge, se
         other = (solid[:, None] != ref.solid[None]) & (size[:, None] == ref.size[None])
         chamfer_same = (dist * same).sum(dim=1) / same.sum(dim=1)
         chamfer_other = (dist * other).sum(dim=1) / other.sum(dim=1)
-        metrics[prefix + "class_accuracy"] = (judge.solids(generated) == solid).float().mean().item()
-        metrics[prefix + "size_accuracy"] = (judge.sizes(generated, solid) == size).float().mean().item()
+        metrics[prefix + "class_accuracy"] = (judge.solids(generated) == solid).double().mean().item()
+        metrics[prefix + "size_accuracy"] = (judge.sizes(generated, solid) == size).double().mean().item()
         metrics[prefix + "chamfer_same"] = chamfer_same.mean().item()
         metrics[prefix + "chamfer_other"] = chamfer_other.mean().item()
         metrics[prefix + "chamfer_ratio"] = metrics[prefix + "chamfer_same"] / metrics[prefix + "chamfer_other"]
-    metrics["judge_real"] = (judge.solids(held.points) == held.solid).float().mean().item()
-    metrics["size_judge_real"] = (judge.sizes(held.points, held.solid) == held.size).float().mean().item()
+    metrics["judge_real"] = (judge.solids(held.points) == held.solid).double().mean().item()
+    metrics["size_judge_real"] = (judge.sizes(held.points, held.solid) == held.size).double().mean().item()
     metrics["seconds_per_object"] = seconds
     return metrics
 

@@ -25,6 +25,8 @@ from mmllm_course.generators.point_diffusion import (
     DECODER_FILE,
     JUDGE_FILE,
     WEIGHTS_DIR,
+    PointDecoderRecipe,
+    PointDecoderRun,
     PointJudge,
     evaluate_point_decoder,
     load_point_judge,
@@ -64,8 +66,8 @@ def make_point_judge(path: str | None = None, quick: bool = False, progress: boo
     held = make_attributed_clouds(500, seed=101)
     metrics = {
         "classifier_held_out": run.accuracy,
-        "classifier_canonical": (judge.solids(held.points) == held.solid).float().mean().item(),
-        "size_judge": (judge.sizes(held.points, held.solid) == held.size).float().mean().item(),
+        "classifier_canonical": (judge.solids(held.points) == held.solid).double().mean().item(),
+        "size_judge": (judge.sizes(held.points, held.solid) == held.size).double().mean().item(),
     }
     metadata = {"recipe": "CHAPTER8" + (" quick" if quick else ""), "seed": "0", "torch": torch.__version__,
                 "metrics": json.dumps({k: round(v, 4) for k, v in metrics.items()})}
@@ -83,11 +85,16 @@ def make_point_decoder(path: str | None = None, quick: bool = False, judge_path:
                                  sample_steps=5, reference_per_pair=5, held_out_size=100) if quick else CHAPTER11_DECODER
     judge = load_point_judge(judge_path)
     run = train_point_decoder(seed=0, recipe=recipe, progress=progress)
-    metrics = evaluate_point_decoder(run.decoder, judge, seed=0, recipe=recipe)
+    return save_point_decoder(run, recipe, judge, path, quick)
+
+
+def save_point_decoder(run: PointDecoderRun, recipe: PointDecoderRecipe, judge: PointJudge, path: str, quick: bool = False) -> str:
+    """Measure a trained run with ``judge`` (:func:`evaluate_point_decoder`) and save it with its recipe and metrics."""
+    metrics = evaluate_point_decoder(run.decoder, judge, seed=run.seed, recipe=recipe)
     metrics["train_seconds"] = run.seconds
     metadata = {
         "recipe": "CHAPTER11_DECODER" + (" quick" if quick else ""),
-        "seed": "0",
+        "seed": str(run.seed),
         "config": json.dumps(dataclasses.asdict(run.decoder.config)),
         "recipe_config": json.dumps(dataclasses.asdict(recipe)),
         "metrics": json.dumps({k: round(v, 4) for k, v in metrics.items()}),
