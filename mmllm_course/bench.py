@@ -343,6 +343,18 @@ def _chapter6_failures(metrics: dict) -> list:
     return chapter6_failures(metrics)
 
 
+def _chapter7(seed: int) -> dict:
+    from mmllm_course.training import recipes_ch07
+
+    return recipes_ch07.run_chapter7(seed)
+
+
+def _chapter7_failures(metrics: dict) -> list:
+    from mmllm_course.training import recipes_ch07
+
+    return recipes_ch07.chapter7_failures(metrics)
+
+
 def _chapter8(seed: int) -> dict:
     from mmllm_course.encoders import binding
 
@@ -368,6 +380,8 @@ SEED_RUNS: dict[str, SeedRun] = {
                                  "as ch05.train_captioner measures them (bar 90%)", _chapter5_exercise, _chapter5_exercise_failures),
     "chapter6": SeedRun("chapter 6: backbone A vs B (gated cross-attention) on chapter 5's stage 1, 400 steps each, "
                         "held-out exact captions and their gap", _chapter6, _chapter6_failures),
+    "chapter7": SeedRun("chapter 7: stage 2 (LoRA + bridge) after stage 1, held-out exact answers over five question types",
+                        _chapter7, _chapter7_failures),
     "chapter8": SeedRun("chapter 8: spoken-description recognition, solids under rotation, emergent audio <-> 3-D retrieval "
                         "(bar: 4x chance per seed)", _chapter8, _chapter8_failures),
 }
