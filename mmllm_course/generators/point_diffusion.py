@@ -14,9 +14,10 @@ network ``S`` times (DDIM, Song et al. 2020, arXiv:2010.02502, deterministic, 50
 transformer; we use a smaller PointNet-style network (Qi et al. 2017, arXiv:1612.00593) in the spirit
 of Luo & Hu's point diffusion (2021, arXiv:2103.01458):
 
-    points (B, N, 3) -> Linear -> depth x [ FiLM(time) -> per-point MLP on [h, max_N h]   (global context)
-                                            -> cross-attention: points attend to the L conditioning tokens ]
-                     -> LayerNorm -> Linear -> (B, N, 3) the predicted velocity v
+    points (B, N, 3) * point_scale -> MLP -> h (B, N, D)
+        -> depth x [ summary = max_N h (B, 1, D) -> cross-attention: the summary reads the L conditioning tokens
+                     -> FiLM(time + what it read) on every point -> per-point MLP on [a, max_N a] (global context) ]
+        -> LayerNorm -> Linear -> (B, N, 3) the predicted velocity v
 
 **What the network predicts: v, not eps.** With ``prediction_type="v_prediction"`` (Salimans & Ho
 2022, arXiv:2202.00512) the target is ``v = sqrt(abar_t) * eps - sqrt(1 - abar_t) * x0``. A trial
@@ -26,7 +27,8 @@ here (``../shared/REFERENCE-NOTES.md``: 256 points, 5 solids, a PointNet denoise
 is nearly the identity and says little about the shape, while the sampler recovers ``x0`` as
 ``(x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``, dividing the network's small errors by a tiny
 ``sqrt(abar_t)``: the first, shape-deciding steps are the least accurate. v is ``-x0`` there and
-``eps`` at the clean end, a target of unit size at every ``t`` whose errors are not amplified.
+``eps`` at the clean end, a target of unit size at every ``t`` whose errors are not amplified (the
+argument of Salimans & Ho).
 
 **Conditioning: cross-attention to a sequence (B, L, C)** rather than FiLM on one vector, because the
 capstone's output projector turns the hidden states of L signal tokens ``[3D0]..`` into exactly such
@@ -36,6 +38,13 @@ solid (5) and the size (``small``/``large``, the shapes world's SIZES that the s
 say) as one token each, so the decoder must read more than a class label. A learned "null"
 sequence replaces it for 10% of training clouds, which allows classifier-free guidance (Ho &
 Salimans 2022, arXiv:2207.12598) when sampling.
+
+**Measured here** (seed 0, 2,500 steps at batch 32, 100 samples judged, DDIM 50 steps; the training
+runs shared 2 CPU cores with other work, so their seconds say little): clouds diffused as they are
+(coordinates' std about 0.4) gave 72% class-correct samples, clouds doubled (``point_scale=2``, std
+about 0.8, closer to the unit variance the noise has) 88%, and with guidance 2 on top 95% (guidance
+3: 80%). The size was right on 98-100% in every variant. An earlier version, in which every point
+cross-attended to the tokens, trained 2,000 steps at scale 1, gave 63%.
 
 The clouds are chapter 8's solids (``data.points``) in their canonical pose (axis along z, no
 rotation), stretched by up to +-20% per axis and scaled to a max norm in chapter 8's
