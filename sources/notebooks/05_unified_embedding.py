@@ -345,7 +345,8 @@ assert not bridge_comparison_failures(summary), bridge_comparison_failures(summa
 # ## Part 7: the same code on a real LM (online, off by default)
 #
 # Nothing above is specific to the tiny LM: `UnifiedEmbeddingMLLM` takes any `transformers` causal
-# LM whose tokenizer holds `<image>` as one token. A real checkpoint's tokenizer has no such token,
+# LM whose tokenizer holds `<image>` as one token, such as SmolLM2-135M
+# ([Allal et al. 2025](https://arxiv.org/abs/2502.02737)), a LLaMA-architecture model, or GPT-2. A real checkpoint's tokenizer has no such token,
 # so `load_real_lm` adds it as a special token and grows the embedding table to the new vocabulary
 # (`resize_token_embeddings(..., mean_resizing=False)`; the new row is never read as an input,
 # since the bridge's tokens are written over every `<image>` position). Then `build_captioner` makes
