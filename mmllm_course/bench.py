@@ -318,6 +318,18 @@ def _chapter5_failures(metrics: dict) -> list:
     return recipes.chapter5_failures(metrics)
 
 
+def _chapter5_bridges(seed: int) -> dict:
+    from mmllm_course.training import recipes
+
+    return recipes.run_chapter5_bridges(seed)
+
+
+def _chapter5_bridges_failures(metrics: dict) -> list:
+    from mmllm_course.training import recipes
+
+    return recipes.bridge_comparison_failures(metrics)
+
+
 def _chapter5_exercise(seed: int) -> dict:
     # The benchmark is an entry point, not library code: it may measure an exercise's reference solution.
     from mmllm_course.grading.checks import ch05
@@ -376,6 +388,9 @@ SEED_RUNS: dict[str, SeedRun] = {
                         _chapter4, _chapter4_failures),
     "chapter5": SeedRun("chapter 5: stage-1 captioner (frozen mini-CLIP and LM, bridge trained), held-out captions",
                         _chapter5, _chapter5_failures),
+    "chapter5_bridges": SeedRun("chapter 5: the five bridges as stage-1 captioners, 200 steps each (held-out exact captions; "
+                                "margins of the weaker query bridge over linear, token merging and the MLP, and of the MLP "
+                                "over linear)", _chapter5_bridges, _chapter5_bridges_failures),
     "chapter5_exercise": SeedRun("chapter 5 exercise: the solution's stage-1 bridge (150 steps), held-out exact captions "
                                  "as ch05.train_captioner measures them (bar 90%)", _chapter5_exercise, _chapter5_exercise_failures),
     "chapter6": SeedRun("chapter 6: backbone A vs B (gated cross-attention) on chapter 5's stage 1, 400 steps each, "
