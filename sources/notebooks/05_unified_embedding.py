@@ -419,3 +419,8 @@ if real_lm is not None:
 #   chapter 4's cost table left open.
 # - The same classes run on a real checkpoint (SmolLM2, GPT-2) once its tokenizer holds `<image>`
 #   and its embedding table has grown to match (Part 7, online).
+#
+# **Exercises:** `exercises/05_unified_embedding.ipynb`: expanding the placeholder, a padded batch
+# with its mask and labels, the splice, greedy decoding by hand; a `MyUnifiedEmbeddingMLLM` of your
+# own loaded with the library's weights; a stage-1 bridge trained with your own loop and measured on
+# held-out captions; top-k sampling as a stretch; and checked questions.

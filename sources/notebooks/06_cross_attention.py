@@ -352,6 +352,12 @@ for what, call in [
 # - On the same captioning task, budget and parts, the table above measures A against B: accuracy,
 #   trainable parameters, LM tokens and time per step.
 #
+# **Exercises:** `exercises/06_cross_attention.ipynb`: Flamingo's media mask, a gated
+# cross-attention block from its parts, freezing what backbone B trains; a
+# `MyGatedCrossAttentionBlock` of your own loaded with the library's weights; backbone B trained
+# with your own loop and measured on held-out captions; the mask at any position (a key/value-cache
+# stretch); and checked questions.
+#
 # ## Questions to check yourself
 #
 # 1. Why initialise the gates at zero rather than at one? (What would the first training steps do to
