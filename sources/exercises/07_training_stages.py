@@ -270,6 +270,7 @@ check("ch07.lora_module", MyLoRALinear)
 # a one-turn conversation. The encoder is frozen, so its features are computed once, below.
 
 # %%
+import copy
 import dataclasses
 
 from mmllm_course.data import make_instructions
@@ -284,6 +285,7 @@ features = encode_all(encoder_only, train_set.images), encode_all(encoder_only, 
 stage1 = train_chapter5_captioner(0, stage1_recipe, features=features)  # a fresh Q-Former (K = 8), the bridge alone trains
 print(f"stage 1: {stage1.history.seconds:.0f} s; held-out exact captions {evaluate_captioner(stage1)['exact']:.0%}")
 model, train_features = stage1.model, features[0]
+stage1_bridge, stage1_lm = copy.deepcopy(model.bridge), model.lm  # kept, so that the stage-2 cell can run again
 questions = make_instructions(train_set, seed=0, types=WHAT_WHERE_TYPES)  # one question per image
 conversations = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]},
                   {"role": "assistant", "content": a}] for q, a in zip(questions.questions, questions.answers)]
@@ -356,7 +358,8 @@ import time
 torch.manual_seed(0)
 start = time.perf_counter()
 try:
-    model.lm = add_lora(model.lm, rank=8, targets=LLAMA_ATTENTION, seed=0)  # peft: B = 0, the LM unchanged at first
+    model.bridge = copy.deepcopy(stage1_bridge)  # start from stage 1 (again, if you run this cell twice)
+    model.lm = add_lora(stage1_lm, rank=8, targets=LLAMA_ATTENTION, seed=0)  # a copy with adapters: B = 0, the LM unchanged
     freeze_for_stage(model, "stage2")
     print(f"trainable: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} of "
           f"{sum(p.numel() for p in model.parameters()):,}")
