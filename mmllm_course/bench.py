@@ -367,6 +367,18 @@ def _chapter7_failures(metrics: dict) -> list:
     return recipes_ch07.chapter7_failures(metrics)
 
 
+def _chapter7_exercise(seed: int) -> dict:
+    from mmllm_course.grading.checks import ch07
+
+    return ch07.train_stage2_seed_run(seed)
+
+
+def _chapter7_exercise_failures(metrics: dict) -> list:
+    from mmllm_course.grading.checks import ch07
+
+    return ch07.train_stage2_failures(metrics)
+
+
 def _chapter8(seed: int) -> dict:
     from mmllm_course.encoders import binding
 
@@ -397,6 +409,9 @@ SEED_RUNS: dict[str, SeedRun] = {
                         "held-out exact captions and their gap", _chapter6, _chapter6_failures),
     "chapter7": SeedRun("chapter 7: stage 2 (LoRA + bridge) after stage 1, held-out exact answers over five question types",
                         _chapter7, _chapter7_failures),
+    "chapter7_exercise": SeedRun("chapter 7 exercise: the solution's stage 2 (LoRA + Q-Former, 400 steps after a 150-step "
+                                 "stage 1), held-out exact answers as ch07.train_stage2 measures them (bar 90%)",
+                                 _chapter7_exercise, _chapter7_exercise_failures),
     "chapter8": SeedRun("chapter 8: spoken-description recognition, solids under rotation, emergent audio <-> 3-D retrieval "
                         "(bar: 4x chance per seed)", _chapter8, _chapter8_failures),
 }
