@@ -330,3 +330,8 @@ assert slices[0] + slices[1] == whole
 # - Measured here: stage 2 with LoRA answers held-out questions (Part 4); skipping stage 1 costs
 #   accuracy at the same budget; training questions only makes the model forget how to caption.
 # - One training loop for every stage, run data-parallel by `accelerate` without a change.
+#
+# **Exercises:** `exercises/07_training_stages.ipynb`: freezing what each stage trains, counting
+# LoRA's parameters, a chat-formatted example with labels on the answers only, a LoRA linear layer's
+# forward; a `MyLoRALinear` of your own loaded with `peft`'s weights; your own stage 2 (LoRA and the
+# bridge) measured on held-out questions; merging the adapters as a stretch; and checked questions.
