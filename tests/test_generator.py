@@ -24,10 +24,9 @@ from mmllm_course.generators import (
 from mmllm_course.generators import pretrain
 from mmllm_course.generators.judge import evaluate_judge
 
-# What the shipped generator reaches (recipe of pretrain.GeneratorRecipe, seed 0), with a margin: colour and position
-# at the issue's 95% bar; SHAPE IS BELOW IT (issue 12 asks >= 95%): the autoencoder's reconstructions, after the
-# 1,400 steps this CPU allowed, keep shape for only ~48% of images (judge), and that caps the generator (~50%).
-REACHED = {"color": 0.95, "position": 0.95, "size": 0.80, "shape": 0.40}
+# What the shipped generator reaches (recipe of pretrain.GeneratorRecipe, seed 0), with a margin: colour, position and
+# size at the issue's 95% bar; SHAPE IS BELOW IT (issue 12 asks >= 95%; the shipped file reaches 79% on 256 requests).
+REACHED = {"color": 0.95, "position": 0.95, "size": 0.95, "shape": 0.65}
 TINY = dict(ae_channels=(8, 8, 8), ae_norm_groups=4, unet_channels=(16, 16), unet_heads=2, unet_norm_groups=4)
 
 
@@ -56,7 +55,7 @@ def test_shipped_generator_draws_what_true_captions_ask(generator, judge):
     assert not generator.training and not any(p.requires_grad for p in generator.parameters())
     metrics = evaluate_generator(generator, judge, n=128, num_inference_steps=10, guidance_scale=3.0)
     assert all(metrics[k] >= bar for k, bar in REACHED.items()), metrics
-    assert metrics["color_shape"] >= 4 * 0.05, metrics  # 4x the chance of 20 colour x shape classes
+    assert metrics["color_shape"] >= 10 * 0.05, metrics  # 10x the chance of 20 colour x shape classes
 
 
 def test_random_conditioning_draws_at_chance(generator, judge):
@@ -81,7 +80,7 @@ def test_autoencoder_keeps_what_the_judge_reads(generator, judge):
     held = generate_shapes(256, seed=pretrain.HELD_OUT_SEED + 1, config=ShapesWorldConfig(noise=0.0))  # the generator's world
     recon = generator.decode_latents(generator.encode_images(held.images))
     metrics = judge_images(judge, recon, held)
-    assert metrics["color"] >= 0.99 and metrics["position"] >= 0.99 and metrics["shape"] >= REACHED["shape"], metrics
+    assert metrics["color"] >= 0.99 and metrics["position"] >= 0.99 and metrics["shape"] >= 0.85, metrics  # 91% at shipping
 
 
 # ----------------------------------------------------------------------------- the script

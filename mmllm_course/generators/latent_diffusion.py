@@ -25,6 +25,9 @@ returns the conditioning ``(B, 16, 64)`` for captions; any tensor of that shape 
 projector's output) can drive :meth:`~LatentDiffusionGenerator.sample`. A tensor of another width
 or length raises a ``ValueError`` naming both shapes.
 
+The shipped generator (:func:`~mmllm_course.generators.pretrain.load_chapter9_generator`) draws the
+one-object world without pixel noise (``ShapesWorldConfig(noise=0.0)``): noise carries no content.
+
 Dims: ``B`` images, ``C = 4`` latent channels, ``h = w = 8`` latent side, ``L`` conditioning
 tokens, ``D`` conditioning width.
 """
