@@ -658,6 +658,12 @@ class PointDecoderRecipe:
 
 CHAPTER11_DECODER = PointDecoderRecipe()
 
+# Measured on seeds 0-2 (one thread, torch 2.13 CPU, 100 samples each, guidance 2, DDIM 50): class-correct 95%, 92%,
+# 91% (the judge itself 97.5%, 96.3%, 97.3% on each seed's real held-out clouds); size 100% on every seed; Chamfer
+# same/other 0.24, 0.23, 0.26; random conditioning 24%, 17%, 20% (chance 20%). So the 95% class bar holds for the
+# shipped seed 0 only: the recipe needs more headroom (longer training, a judge fitted to upright clouds) before the
+# capstone asserts 95% on the worst seed. About 210-230 CPU-seconds of training per seed.
+
 # What the capstone asserts about the decoder driven by the true description's conditioning.
 POINT_DECODER_BARS: dict[str, float] = {"class_accuracy": 0.95, "size_accuracy": 0.90}
 POINT_DECODER_CHAMFER_RATIO = 1 / 3  # same-class Chamfer at most a third of other-class
