@@ -391,6 +391,18 @@ def _chapter8_failures(metrics: dict) -> list:
     return binding.chapter8_failures(metrics)
 
 
+def _chapter11_decoder(seed: int) -> dict:
+    from mmllm_course.generators import point_diffusion
+
+    return point_diffusion.run_point_decoder(seed)
+
+
+def _chapter11_decoder_failures(metrics: dict) -> list:
+    from mmllm_course.generators import point_diffusion
+
+    return point_diffusion.point_decoder_failures(metrics)
+
+
 # Every trained result a chapter notebook asserts, keyed by a name --only can pick ("chapter2", ...).
 SEED_RUNS: dict[str, SeedRun] = {
     "chapter2": SeedRun("chapter 2: mini-CLIP zero-shot, retrieval and attention", _chapter2, _chapter2_failures),
@@ -414,6 +426,9 @@ SEED_RUNS: dict[str, SeedRun] = {
                                  _chapter7_exercise, _chapter7_exercise_failures),
     "chapter8": SeedRun("chapter 8: spoken-description recognition, solids under rotation, emergent audio <-> 3-D retrieval "
                         "(bar: 4x chance per seed)", _chapter8, _chapter8_failures),
+    "chapter11_decoder": SeedRun("chapter 11 (library; its notebook is still to come): the frozen point-cloud decoder, class "
+                                 "and size of samples from the true conditioning, Chamfer ratio", _chapter11_decoder,
+                                 _chapter11_decoder_failures),
 }
 
 
@@ -501,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chapter 6, A vs B on the same stage 1: {out['ms_per_train_step_A']:.0f} vs {out['ms_per_train_step_B']:.0f} ms "
               f"per training step (batch {out['train_batch']}), {out['tokens_per_example_A']:.0f} vs "
               f"{out['tokens_per_example_B']:.0f} LM positions per example")
+    if not args.only or "chapter11" in args.only:
+        from mmllm_course.generators.point_diffusion import point_sampling_seconds
+
+        print(f"chapter 11's point-cloud decoder: {point_sampling_seconds():.2f} s per sampled object")
     root = Path.cwd()
     if not args.no_notebooks and not args.only:
         if (root / "notebooks").is_dir():
