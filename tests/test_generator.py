@@ -24,9 +24,9 @@ from mmllm_course.generators import (
 from mmllm_course.generators import pretrain
 from mmllm_course.generators.judge import evaluate_judge
 
-# What the shipped generator reaches (recipe of pretrain.GeneratorRecipe, seed 0), with a margin: colour, position and
-# size at the issue's 95% bar; SHAPE IS BELOW IT (issue 12 asks >= 95%; the shipped file reaches 79% on 256 requests).
-REACHED = {"color": 0.95, "position": 0.95, "size": 0.95, "shape": 0.65}
+# What the shipped generator reaches (recipe of pretrain.GeneratorRecipe, seed 0), with a margin: 256 held-out requests
+# gave colour, size and position 100% and shape 94.9% when it was made (issue 12's target: 95% colour and shape).
+REACHED = {"color": 0.95, "position": 0.95, "size": 0.95, "shape": 0.90}
 TINY = dict(ae_channels=(8, 8, 8), ae_norm_groups=4, unet_channels=(16, 16), unet_heads=2, unet_norm_groups=4)
 
 
@@ -80,7 +80,7 @@ def test_autoencoder_keeps_what_the_judge_reads(generator, judge):
     held = generate_shapes(256, seed=pretrain.HELD_OUT_SEED + 1, config=ShapesWorldConfig(noise=0.0))  # the generator's world
     recon = generator.decode_latents(generator.encode_images(held.images))
     metrics = judge_images(judge, recon, held)
-    assert metrics["color"] >= 0.99 and metrics["position"] >= 0.99 and metrics["shape"] >= 0.85, metrics  # 91% at shipping
+    assert metrics["color"] >= 0.99 and metrics["position"] >= 0.99 and metrics["shape"] >= 0.92, metrics  # 96% at shipping
 
 
 # ----------------------------------------------------------------------------- the script
