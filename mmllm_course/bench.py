@@ -516,6 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chapter 6, A vs B on the same stage 1: {out['ms_per_train_step_A']:.0f} vs {out['ms_per_train_step_B']:.0f} ms "
               f"per training step (batch {out['train_batch']}), {out['tokens_per_example_A']:.0f} vs "
               f"{out['tokens_per_example_B']:.0f} LM positions per example")
+    if not args.only or "chapter9" in args.only:
+        from mmllm_course.generators.pretrain import sampling_seconds_per_image
+
+        per_image = sampling_seconds_per_image(n=64, num_inference_steps=10, guidance_scale=3.0, repeats=3)
+        print(f"chapter 9's generator: {1000 * per_image:.0f} ms per image (64 captions, 10 DDIM steps, guidance 3)")
     if not args.only or "chapter11" in args.only:
         from mmllm_course.generators.point_diffusion import point_sampling_seconds
 
