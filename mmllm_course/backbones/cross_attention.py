@@ -464,22 +464,11 @@ class CrossAttentionMLLM(ImagePromptModel):
         Returns the LM's output (``.logits`` (B, T, V); ``.loss`` with ``labels``); the blocks run
         inside the LM's forward through the hooks. ``position_ids`` default to counting real tokens.
         """
-        mask = self._check_ids(input_ids, attention_mask)
-        if labels is not None:
-            check_tensor(labels, "labels", "(B, T)", ndim=2, kind="int")
-            if labels.shape != input_ids.shape:
-                raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
-            labels = labels.long()
-        if position_ids is None:
-            position_ids = self.position_ids(mask)
-        else:
-            check_tensor(position_ids, "position_ids", "(B, T)", ndim=2, kind="int")
-            if position_ids.shape != input_ids.shape:
-                raise ValueError(f"position_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(position_ids.shape)}")
-        media = self.media(input_ids, position_ids.long(), images, image_features)
+        mask, labels, position_ids = self._check_forward_inputs(input_ids, attention_mask, labels, position_ids)
+        media = self.media(input_ids, position_ids, images, image_features)
         self._media = media
         try:
-            return self.lm(input_ids=input_ids.long(), attention_mask=mask.long(), position_ids=position_ids.long(), labels=labels)
+            return self.lm(input_ids=input_ids.long(), attention_mask=mask.long(), position_ids=position_ids, labels=labels)
         finally:
             self._media = None
 

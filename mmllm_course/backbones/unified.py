@@ -240,6 +240,31 @@ class ImagePromptModel(nn.Module):
         mask = keep_mask(attention_mask, "attention_mask").long()
         return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
 
+    def _check_forward_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """A forward's text inputs checked: ``(mask (B, T) bool, labels (B, T) int64 or None, position_ids (B, T) int64)``.
+
+        ``position_ids`` default to :meth:`position_ids` of the mask (counting real tokens only).
+        """
+        mask = self._check_ids(input_ids, attention_mask)
+        if labels is not None:
+            check_tensor(labels, "labels", "(B, T)", ndim=2, kind="int")
+            if labels.shape != input_ids.shape:
+                raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
+            labels = labels.long()  # token ids of any integer dtype (the loss wants int64)
+        if position_ids is None:
+            position_ids = self.position_ids(mask)
+        else:
+            check_tensor(position_ids, "position_ids", "(B, T)", ndim=2, kind="int")
+            if position_ids.shape != input_ids.shape:
+                raise ValueError(f"position_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(position_ids.shape)}")
+        return mask, labels, position_ids.long()
+
 
 class UnifiedEmbeddingMLLM(ImagePromptModel):
     """encoder + bridge + causal LM + tokenizer: images and prompts -> logits, loss, or generated text.
@@ -321,18 +346,7 @@ class UnifiedEmbeddingMLLM(ImagePromptModel):
         next-token cross entropy over the label positions that are not -100). ``position_ids``
         default to :meth:`position_ids` of the mask.
         """
-        mask = self._check_ids(input_ids, attention_mask)
-        if labels is not None:
-            check_tensor(labels, "labels", "(B, T)", ndim=2, kind="int")
-            if labels.shape != input_ids.shape:
-                raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
-            labels = labels.long()  # token ids of any integer dtype (the loss wants int64)
-        if position_ids is None:
-            position_ids = self.position_ids(mask)
-        else:
-            check_tensor(position_ids, "position_ids", "(B, T)", ndim=2, kind="int")
-            if position_ids.shape != input_ids.shape:
-                raise ValueError(f"position_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(position_ids.shape)}")
+        mask, labels, position_ids = self._check_forward_inputs(input_ids, attention_mask, labels, position_ids)
         image_embeds = self.image_embeddings(images, image_features)
         inputs_embeds = self.embed(input_ids.long(), image_embeds)
         return self.lm(inputs_embeds=inputs_embeds, attention_mask=mask.long(), position_ids=position_ids.long(), labels=labels)
