@@ -270,8 +270,9 @@ print("held-out images captioned wrong:", result["wrong"])
 # - **Time per step**: B's sequences are shorter, but each block has the width and feed-forward of
 #   a decoder layer, so B does roughly two layers' work per layer on 19 tokens where A does one on
 #   26: about 2 x 19 / 26 = 1.5 times as much. `bench_chapter6_timing` (A and B taking turns, the
-#   fastest of 3 rounds each) measured B's step at 1.5 times A's on this course's shared machine
-#   (486 ms against 317 ms under heavy load), and B's step was the slower one on 4 of the 5 seed runs.
+#   fastest of 3 rounds each) measured B's step at 1.2 times A's on this course's 2-core machine when
+#   it was quiet (37 ms against 31 ms, 2 threads) and at 1.5 times under heavy load (486 ms against
+#   317 ms); B's step was the slower one on 4 of the 5 seed runs. Your table above has your machine's.
 #   The balance depends on K: A's sequence grows by K tokens per image, while B's blocks cost the
 #   same whatever K, apart from the keys and values of their cross-attention.
 #
