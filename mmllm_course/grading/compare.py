@@ -74,16 +74,39 @@ def same_values(a: Any, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4)
         return False
 
 
+def same_values_nan_as_zero(a: Any, b: torch.Tensor) -> bool:
+    """:func:`same_values`, NaN read as 0 on both sides (a fully masked row gives NaN from a softmax of -inf)."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
+        return False
+    try:
+        a = a.detach().cpu().double().nan_to_num(nan=0.0)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return same_values(a, b.detach().cpu().double().nan_to_num(nan=0.0))
+
+
 def expect_tensor_or_diagnose(got: Any, expected: torch.Tensor, what: str, mistakes: dict[str, torch.Tensor]) -> None:
     """Like :func:`expect_tensor`; when the values are wrong, name the known mistake they match.
 
     ``mistakes`` maps an explanation ("softmax over the wrong axis; ...") to the output that mistake
-    produces on the same input.
+    produces on the same input. A mistake whose output equals the right one on this input is never
+    named; NaN counts as 0 on both sides.
     """
     try:
         expect_tensor(got, expected, what)
     except CheckFailed as exc:
         for explanation, wrong in mistakes.items():
-            if same_values(got, wrong):
+            if not same_values(wrong, expected) and same_values_nan_as_zero(got, wrong):
                 raise CheckFailed(f"{exc}. Your output equals {explanation}.") from None
         raise
+
+
+def record_distinct_mistakes(expected: torch.Tensor, mistakes: dict[str, torch.Tensor], seen: set[str]) -> None:
+    """Add to ``seen`` the named mistakes whose output differs from ``expected`` on this case.
+
+    A check calls it on every case and raises if some mistake was never told apart: its cases would
+    then pass that mistake.
+    """
+    for explanation, wrong in mistakes.items():
+        if not same_values(wrong.double().nan_to_num(0.0), expected.double()):
+            seen.add(explanation)

@@ -35,7 +35,7 @@ from mmllm_course.bridges import QFormerBridgeConfig
 from mmllm_course.bridges import pixel_shuffle as _ref_pixel_shuffle
 from mmllm_course.bridges.resampler import PerceiverLayer as _RefPerceiverLayer
 from mmllm_course.bridges.resampler import PerceiverResamplerBridgeConfig
-from mmllm_course.grading.compare import expect_tensor, same_values
+from mmllm_course.grading.compare import expect_tensor_or_diagnose, record_distinct_mistakes
 from mmllm_course.grading.core import CheckFailed, LearnerError, a_or_an, answer_hash, call, exercise, question
 from mmllm_course.grading.modules import build_learner_module, expect_same_forward, load_reference_weights
 
@@ -51,35 +51,6 @@ def _one_thread() -> None:
     check take over 10 s instead of 1 s, every parallel region waiting for a thread the OS had put aside.
     """
     torch.set_num_threads(1)
-
-
-def _nan_as_zero_same(got: Any, wrong: torch.Tensor) -> bool:
-    """``got`` equals ``wrong``, NaN read as 0 on both sides (a fully masked row gives NaN from a softmax of -inf)."""
-    if not isinstance(got, torch.Tensor) or got.shape != wrong.shape:
-        return False
-    try:
-        g = got.detach().cpu().double().nan_to_num(nan=0.0)
-    except (RuntimeError, NotImplementedError):
-        return False
-    return same_values(g, wrong.detach().cpu().double().nan_to_num(nan=0.0))
-
-
-def _expect_or_name(got: Any, expected: torch.Tensor, what: str, mistakes: dict[str, torch.Tensor]) -> None:
-    """:func:`expect_tensor`; when the values are wrong, name the mistake whose output they equal."""
-    try:
-        expect_tensor(got, expected, what)
-    except CheckFailed as exc:
-        for explanation, wrong in mistakes.items():
-            if not same_values(wrong, expected) and _nan_as_zero_same(got, wrong):
-                raise CheckFailed(f"{exc}. Your output equals {explanation}.") from None
-        raise
-
-
-def _guard_distinct(expected: torch.Tensor, mistakes: dict[str, torch.Tensor], seen: set[str]) -> None:
-    """Record which named mistakes this case tells apart from the right answer."""
-    for explanation, wrong in mistakes.items():
-        if not same_values(wrong.nan_to_num(0.0), expected):
-            seen.add(explanation)
 
 
 def _randomize(module: nn.Module, seed: int, std: float = 0.3) -> nn.Module:
@@ -182,7 +153,7 @@ def _check_cross_attention(fn) -> str:
         expected = cross_attention_reference(queries, features, w_q, w_k, w_v, mask)
         mistakes = _cross_mistakes(queries, features, w_q, w_k, w_v, mask)
         names |= set(mistakes)
-        _guard_distinct(expected, mistakes, seen)
+        record_distinct_mistakes(expected, mistakes, seen)
         got = call(fn, queries.clone(), features.clone(), w_q.clone(), w_k.clone(), w_v.clone(),
                    None if mask is None else mask.clone())
         if isinstance(got, tuple):
@@ -191,7 +162,7 @@ def _check_cross_attention(fn) -> str:
             raise CheckFailed(
                 f"{what} returned shape {tuple(got.shape)}, one row per FEATURE; expected {tuple(expected.shape)}, one row per "
                 "query: the queries ask (q from the queries), the features answer (k and v from the features)")
-        _expect_or_name(got, expected, what, mistakes)
+        expect_tensor_or_diagnose(got, expected, what, mistakes)
     if seen != names:
         raise RuntimeError(f"the cross-attention cases never tell these apart from the right answer: {names - seen}")
     return ("your cross-attention matches the reference: K queries read N features, padding ignored, and the output "
@@ -362,7 +333,7 @@ def _check_resampler_cases(fn, cases: list, table: dict[str, dict], exercise_nam
             with torch.no_grad():
                 expected = resampler_layer_reference(layer, latents, media, mask)
                 mistakes = {text: _resampler_variant(layer, latents, media, mask, **kw) for text, kw in table.items()}
-            _guard_distinct(expected, mistakes, seen)
+            record_distinct_mistakes(expected, mistakes, seen)
             leaf = latents.clone().requires_grad_(True)
             mine = copy.deepcopy(layer)  # the learner's copy: its whole forward and its attention's are refused
             mine.forward, mine.attn.forward = refused, refused_attn = _Refused(), _Refused()
@@ -374,7 +345,7 @@ def _check_resampler_cases(fn, cases: list, table: dict[str, dict], exercise_nam
                 raise
             if isinstance(got, tuple):
                 raise CheckFailed(f"{what} returned a tuple; return only the new latents (B, K, D)")
-            _expect_or_name(got, expected, what, mistakes)
+            expect_tensor_or_diagnose(got, expected, what, mistakes)
             if not got.requires_grad:
                 raise CheckFailed(f"{what}: your output is cut off from the graph (torch.no_grad(), .detach()?): "
                                   "the layer could not be trained")
@@ -450,12 +421,12 @@ def _check_pixel_shuffle(fn) -> str:
         expected = _ref_pixel_shuffle(x, r)
         mistakes = _shuffle_mistakes(x, r)
         names |= set(mistakes)
-        _guard_distinct(expected, mistakes, seen)
+        record_distinct_mistakes(expected, mistakes, seen)
         got = call(fn, x.clone(), r)
         if isinstance(got, torch.Tensor) and got.dim() == 4:
             raise CheckFailed(f"{what} returned a 4-d tensor {tuple(got.shape)}; expected tokens again, "
                               f"(B, (S/r)^2, r*r*D) = {tuple(expected.shape)}")
-        _expect_or_name(got, expected, what, mistakes)
+        expect_tensor_or_diagnose(got, expected, what, mistakes)
     if seen != names:
         raise RuntimeError(f"the pixel-shuffle cases never tell these apart: {names - seen}")
     return "your pixel shuffle equals the library's and Idefics3's: every r x r block of tokens becomes one token, (r1 r2 d) order."
@@ -623,7 +594,7 @@ def _check_qformer_bridge(cls) -> str:
         diagnose = _qformer_diagnose(ref)
         with torch.no_grad():
             for features, mask in inputs:
-                _guard_distinct(ref(features, mask), diagnose(features, mask), seen)
+                record_distinct_mistakes(ref(features, mask), diagnose(features, mask), seen)
         features, mask = inputs[0]
         with torch.no_grad():
             got = call(mine, features.clone(), mask)

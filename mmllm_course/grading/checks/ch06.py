@@ -33,7 +33,7 @@ from torch import nn
 
 from mmllm_course.backbones import CrossAttentionMLLM, GatedCrossAttentionBlock, GatedCrossAttentionConfig
 from mmllm_course.backbones import media_attention_mask as _ref_media_attention_mask
-from mmllm_course.grading.compare import expect_tensor, same_values
+from mmllm_course.grading.compare import expect_tensor_or_diagnose, record_distinct_mistakes
 from mmllm_course.grading.core import CheckFailed, LearnerError, a_or_an, answer_hash, call, exercise, question
 from mmllm_course.grading.modules import build_learner_module, expect_same_forward, load_reference_weights
 
@@ -45,34 +45,6 @@ def _gen(seed: int) -> torch.Generator:
 def _one_thread() -> None:
     """Checks here run tiny tensors: one thread (the grader restores the learner's thread count afterwards)."""
     torch.set_num_threads(1)
-
-
-def _nan_as_zero_same(got: Any, wrong: torch.Tensor) -> bool:
-    if not isinstance(got, torch.Tensor) or got.shape != wrong.shape:
-        return False
-    try:
-        g = got.detach().cpu().double().nan_to_num(nan=0.0)
-    except (RuntimeError, NotImplementedError):
-        return False
-    return same_values(g, wrong.detach().cpu().double().nan_to_num(nan=0.0))
-
-
-def _expect_or_name(got: Any, expected: torch.Tensor, what: str, mistakes: dict[str, torch.Tensor]) -> None:
-    """:func:`expect_tensor`; when the values are wrong, name the mistake whose output they equal."""
-    try:
-        expect_tensor(got, expected, what)
-    except CheckFailed as exc:
-        for explanation, wrong in mistakes.items():
-            if not same_values(wrong, expected) and _nan_as_zero_same(got, wrong):
-                raise CheckFailed(f"{exc}. Your output equals {explanation}.") from None
-        raise
-
-
-def _guard_distinct(expected: torch.Tensor, mistakes: dict[str, torch.Tensor], seen: set[str]) -> None:
-    """Record which named mistakes this case tells apart from the right answer."""
-    for explanation, wrong in mistakes.items():
-        if not same_values(wrong.double().nan_to_num(0.0), expected.double()):
-            seen.add(explanation)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,7 +118,7 @@ def _check_media_mask(fn) -> str:
             expected = media_mask_reference(ids, image_id, attend)
             mistakes = _mask_mistakes(ids, image_id, attend)
             names |= set(mistakes)
-            _guard_distinct(expected, mistakes, seen)
+            record_distinct_mistakes(expected, mistakes, seen)
             got = call(fn, ids.clone(), image_id, attend)
             if isinstance(got, tuple):
                 raise CheckFailed(f"{what} returned a tuple; return only the mask (B, T, M)")
@@ -163,7 +135,7 @@ def _check_media_mask(fn) -> str:
                 if got.shape == expected.shape and got.dtype != torch.bool:
                     raise CheckFailed(f"{what} returned dtype {got.dtype}; expected a bool mask (True = may read): "
                                       "compare, don't compute (e.g. (cols == idx - 1), not a 0/1 product)")
-            _expect_or_name(got, expected, what, mistakes)
+            expect_tensor_or_diagnose(got, expected, what, mistakes)
     if seen != names:
         raise RuntimeError(f"the media-mask cases never tell these apart from the right answer: {names - seen}")
     return ("your media mask is Flamingo's: each text token reads the image(s) whose marker is at or before it "
@@ -356,7 +328,7 @@ def _check_gated_cross_attention(fn) -> str:
                 expected = gated_cross_attention_reference(block, x, media, mask)
                 mistakes = _block_diagnose(block, x, media, mask)
             names |= set(mistakes)
-            _guard_distinct(expected, mistakes, seen)
+            record_distinct_mistakes(expected, mistakes, seen)
             leaf = x.clone().requires_grad_(True)
             mine = copy.deepcopy(block)
             mine.forward = refused = _Refused()
@@ -369,7 +341,7 @@ def _check_gated_cross_attention(fn) -> str:
             if isinstance(got, tuple):
                 raise CheckFailed(f"{what} returned a tuple; return only the new text states (B, T, D)")
             _no_image_rows_message(got, x, mask, what)
-            _expect_or_name(got, expected, what, mistakes)
+            expect_tensor_or_diagnose(got, expected, what, mistakes)
             if not got.requires_grad:
                 raise CheckFailed(f"{what}: your output is cut off from the graph (torch.no_grad(), .detach()?): "
                                   "the block could not be trained")
@@ -562,7 +534,7 @@ def _check_gated_block(cls) -> str:
             with torch.no_grad():
                 diagnosed = _block_diagnose(ref, x, media, mask)
                 names |= set(diagnosed)
-                _guard_distinct(ref(x, media, mask), diagnosed, seen)
+                record_distinct_mistakes(ref(x, media, mask), diagnosed, seen)
         x, media, mask = inputs[1]
         with torch.no_grad():
             got = call(mine, x.clone(), media.clone(), mask.clone())
@@ -744,11 +716,11 @@ def _check_media_mask_at(fn) -> str:
             expected = media_mask_at_reference(q, pos, valid, attend)
             mistakes = _at_mistakes(q, pos, valid, attend)
             names |= set(mistakes)
-            _guard_distinct(expected, mistakes, seen)
+            record_distinct_mistakes(expected, mistakes, seen)
             got = call(fn, q.clone(), pos.clone(), valid.clone(), attend)
             if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype != torch.bool:
                 raise CheckFailed(f"{what} returned dtype {got.dtype}; expected a bool mask (True = may read)")
-            _expect_or_name(got, expected, what, mistakes)
+            expect_tensor_or_diagnose(got, expected, what, mistakes)
     if seen != names:
         raise RuntimeError(f"the media_mask_at cases never tell these apart: {names - seen}")
     return ("your mask holds at any position: a generated token reads the image(s) its prompt's last token reads, "
