@@ -486,22 +486,12 @@ class CrossAttentionMLLM(ImagePromptModel):
         The prompts are left-padded; the new tokens see the images the row's last token sees.
         Returns the new text of each prompt (special tokens removed, spaces stripped).
         """
-        check_int(max_new_tokens, "max_new_tokens")
-        batch = self.tokenize(prompts, padding_side="left")
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        if self.context_length is not None and ids.shape[1] + max_new_tokens > self.context_length:
-            raise ValueError(f"the prompts take {ids.shape[1]} tokens; with max_new_tokens={max_new_tokens} "
-                             f"that exceeds the LM's context of {self.context_length}")
-        device = self.lm.get_input_embeddings().weight.device
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = self._generation_inputs(prompts, max_new_tokens)
         was_training = self.training
         self.eval()
         try:
             self._media = self.media(ids, self.position_ids(mask), images, image_features)
-            tok = self.tokenizer
-            kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                          eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-            kwargs.update(generate_kwargs)
+            kwargs = self._generate_kwargs(max_new_tokens, generate_kwargs)
             out = self.lm.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1]:]
         finally:
             self._media = None

@@ -265,6 +265,24 @@ class ImagePromptModel(nn.Module):
                 raise ValueError(f"position_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(position_ids.shape)}")
         return mask, labels, position_ids.long()
 
+    def _generation_inputs(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``(input_ids, attention_mask)`` (B, T) of ``prompts`` on the LM's device, with room for the new tokens."""
+        check_int(max_new_tokens, "max_new_tokens")
+        batch = self.tokenize(prompts, padding_side="left")
+        if self.context_length is not None and batch["input_ids"].shape[1] + max_new_tokens > self.context_length:
+            raise ValueError(f"the prompts take {batch['input_ids'].shape[1]} tokens; with max_new_tokens={max_new_tokens} "
+                             f"that exceeds the LM's context of {self.context_length}")
+        device = self.lm.get_input_embeddings().weight.device
+        return batch["input_ids"].to(device), batch["attention_mask"].to(device)
+
+    def _generate_kwargs(self, max_new_tokens: int, generate_kwargs: dict) -> dict:
+        """Greedy decoding with the tokenizer's pad, eos and bos ids, updated by the caller's ``generate_kwargs``."""
+        tok = self.tokenizer
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+        kwargs.update(generate_kwargs)
+        return kwargs
+
 
 class UnifiedEmbeddingMLLM(ImagePromptModel):
     """encoder + bridge + causal LM + tokenizer: images and prompts -> logits, loss, or generated text.
@@ -365,21 +383,12 @@ class UnifiedEmbeddingMLLM(ImagePromptModel):
         The prompts are left-padded. Returns the new text of each prompt (special tokens removed,
         surrounding spaces stripped). ``generate_kwargs`` go to ``lm.generate`` (e.g. ``do_sample``).
         """
-        check_int(max_new_tokens, "max_new_tokens")
-        batch = self.tokenize(prompts, padding_side="left")
-        if self.context_length is not None and batch["input_ids"].shape[1] + max_new_tokens > self.context_length:
-            raise ValueError(f"the prompts take {batch['input_ids'].shape[1]} tokens; with max_new_tokens={max_new_tokens} "
-                             f"that exceeds the LM's context of {self.context_length}")
-        device = self.lm.get_input_embeddings().weight.device
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        ids, mask = self._generation_inputs(prompts, max_new_tokens)
         was_training = self.training
         self.eval()
         try:
             inputs_embeds = self.embed(ids, self.image_embeddings(images, image_features))
-            tok = self.tokenizer
-            kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                          eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-            kwargs.update(generate_kwargs)
+            kwargs = self._generate_kwargs(max_new_tokens, generate_kwargs)
             out = self.lm.generate(inputs_embeds=inputs_embeds, attention_mask=mask, **kwargs)  # (B, new tokens)
         finally:
             self.train(was_training)
