@@ -14,9 +14,10 @@ The tokenizer is :func:`course_lm_tokenizer`: the shapes-world BPE with one extr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mmllm_course._checks import InputTypeError, check_choice, check_int, describe
+from mmllm_course._checks import InputTypeError, check_choice, check_int, check_str_sequence, describe
 
 IMAGE_TOKEN = "<image>"
 ARCHITECTURES = ("llama", "gpt2")
@@ -115,3 +116,40 @@ def lm_context_length(lm) -> int | None:
         if isinstance(value, int):
             return value
     return None
+
+
+def add_special_tokens_to_lm(lm, tokenizer, tokens: Sequence[str]) -> list[int]:
+    """Add ``tokens`` to ``tokenizer`` as special tokens (never split) and grow ``lm``'s embeddings to fit; their ids, in order.
+
+    The shared step of every chapter that gives an LM new vocabulary: the ``<image>`` placeholder
+    (chapter 5, :func:`~mmllm_course.training.recipes.add_image_token`) and the signal tokens
+    ``[IMG0]..`` of the output side (chapter 9, :func:`~mmllm_course.output.add_signal_tokens`).
+    The embedding table (and a tied output layer) grows to ``len(tokenizer)`` with
+    ``resize_token_embeddings(len(tokenizer), mean_resizing=False)``: the new rows start at the
+    model's own random initialisation (std ``initializer_range``), not at the mean of the old rows.
+    A tokenizer without a pad token gets its eos token as pad (GPT-2's has none). Idempotent: tokens
+    already in the vocabulary are not added again and nothing is resized if the table holds them.
+    Changes ``lm`` and ``tokenizer`` in place.
+    """
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    if not isinstance(lm, torch.nn.Module) or not hasattr(lm, "resize_token_embeddings"):
+        raise InputTypeError(f"lm must be a transformers causal LM (e.g. LlamaForCausalLM), got {describe(lm)}")
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise InputTypeError(f"tokenizer must be a transformers tokenizer, got {describe(tokenizer)}")
+    tokens = check_str_sequence(tokens, "tokens", allow_empty=False)
+    blank = [t for t in tokens if not t.strip()]
+    if blank:
+        raise ValueError(f"tokens must be non-empty strings without only whitespace, got {blank[0]!r} among {tokens!r}")
+    if len(set(tokens)) != len(tokens):
+        raise ValueError(f"tokens must be distinct, got {tokens!r}")
+    vocab = tokenizer.get_vocab()
+    new = [t for t in tokens if t not in vocab]
+    if new:
+        tokenizer.add_special_tokens({"extra_special_tokens": new}, replace_extra_special_tokens=False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if len(tokenizer) > lm.get_input_embeddings().num_embeddings:
+        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return [int(i) for i in tokenizer.convert_tokens_to_ids(tokens)]

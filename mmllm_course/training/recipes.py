@@ -206,23 +206,14 @@ def add_image_token(lm, tokenizer, image_token: str = IMAGE_TOKEN) -> int:
     ``resize_token_embeddings(len(tokenizer), mean_resizing=False)``: the new row is never read as an
     input, since the bridge's tokens are written over every ``<image>`` position. A tokenizer without
     a pad token gets its eos token as pad (GPT-2's has none). Changes both in place; nothing is
-    resized if the token is already there and the table holds it.
+    resized if the token is already there and the table holds it. The shared logic is
+    :func:`~mmllm_course.language.add_special_tokens_to_lm` (chapter 9's signal tokens use it too).
     """
-    from transformers import PreTrainedTokenizerBase
+    from mmllm_course.language.lm import add_special_tokens_to_lm
 
-    if not isinstance(lm, torch.nn.Module) or not hasattr(lm, "resize_token_embeddings"):
-        raise InputTypeError(f"lm must be a transformers causal LM (e.g. LlamaForCausalLM), got {describe(lm)}")
-    if not isinstance(tokenizer, PreTrainedTokenizerBase):
-        raise InputTypeError(f"tokenizer must be a transformers tokenizer, got {describe(tokenizer)}")
     if not isinstance(image_token, str) or not image_token.strip():
         raise InputTypeError(f"image_token must be a non-empty str, got {describe(image_token)}")
-    if image_token not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"extra_special_tokens": [image_token]}, replace_extra_special_tokens=False)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if len(tokenizer) > lm.get_input_embeddings().num_embeddings:
-        lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    return int(tokenizer.convert_tokens_to_ids(image_token))
+    return add_special_tokens_to_lm(lm, tokenizer, [image_token])[0]
 
 
 REAL_LM = "HuggingFaceTB/SmolLM2-135M"  # the notebook's online LM (LlamaForCausalLM, width 576, 30 layers); "gpt2" works too

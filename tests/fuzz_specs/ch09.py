@@ -1,4 +1,4 @@
-"""Fuzz specs of chapter 9's generator part (the latent diffusion generator and its judge)."""
+"""Fuzz specs of chapter 9: the generator part (the latent diffusion generator and its judge) and the output side (mmllm_course.output)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def specs(fuzz):
 
     captions = ["a small red circle in the top left", "a large blue star in the bottom right"]
 
-    return {
+    specs = {
         "PREDICTION_TYPES": fuzz.CONSTANT,
         "GeneratorConfig": Spec(
             lambda: [Call(GeneratorConfig, kwargs=dict(latent_channels=4, cond_dim=64, cond_length=16, num_train_timesteps=100,
@@ -133,6 +133,99 @@ def specs(fuzz):
             lambda: [Call(load_judge)],
             lambda: [("a number as path", lambda: load_judge(3)),
                      ("a missing file", lambda: load_judge("/no/such/file.safetensors"))]),
+    }
+    specs.update(_output_specs(fuzz))
+    return specs
+
+
+def _tiny_lm():
+    from mmllm_course.language import CausalLMConfig, course_lm_tokenizer, make_causal_lm
+
+    tok = course_lm_tokenizer()
+    return make_causal_lm(CausalLMConfig(dim=32, depth=1, num_heads=2, num_kv_heads=1, mlp_dim=64), tok, seed=0), tok
+
+
+def _output_specs(fuzz):
+    """Specs of mmllm_course.output and of language.add_special_tokens_to_lm (chapter 9 moved it there)."""
+    from mmllm_course.language import add_special_tokens_to_lm
+    from mmllm_course.output import (
+        OutputProjector,
+        OutputProjectorConfig,
+        add_signal_tokens,
+        conditioning_l2_loss,
+        signal_hidden_states,
+        signal_token_labels,
+        signal_token_names,
+        signal_token_nll,
+    )
+
+    Spec, Call, _rand, _fs = fuzz.Spec, fuzz.Call, fuzz._rand, fuzz._fs
+    names = ["[IMG0]", "[IMG1]"]
+
+    def ids() -> torch.Tensor:
+        return torch.tensor([[2, 10, 40, 41, 1], [2, 40, 41, 1, 0]])
+
+    def projector() -> OutputProjector:
+        torch.manual_seed(0)
+        return OutputProjector(OutputProjectorConfig(lm_dim=8, cond_dim=6, num_queries=3, width=16, heads=2, layers=1)).eval()
+
+    def logits_labels():
+        labels = torch.full((2, 5), -100)
+        labels[:, 2:4] = torch.tensor([40, 41])
+        return _rand(2, 5, 50), labels
+
+    return {
+        "add_special_tokens_to_lm": Spec(
+            lambda: [Call(add_special_tokens_to_lm, (*_tiny_lm(), names))],
+            lambda: [("duplicate tokens", lambda: add_special_tokens_to_lm(*_tiny_lm(), ["[A]", "[A]"])),
+                     ("a blank token", lambda: add_special_tokens_to_lm(*_tiny_lm(), [" "])),
+                     ("no tokens", lambda: add_special_tokens_to_lm(*_tiny_lm(), [])),
+                     ("a single str", lambda: add_special_tokens_to_lm(*_tiny_lm(), "[IMG0]")),
+                     ("an int among the tokens", lambda: add_special_tokens_to_lm(*_tiny_lm(), ["[A]", 3]))]),
+        "add_signal_tokens": Spec(
+            lambda: [Call(add_signal_tokens, (*_tiny_lm(), names))],
+            lambda: [("a single str", lambda: add_signal_tokens(*_tiny_lm(), "[IMG0]")),
+                     ("a tokenizer that is a dict", lambda: add_signal_tokens(_tiny_lm()[0], {"a": 1}, names)),
+                     ("a module without embeddings", lambda: add_signal_tokens(torch.nn.Linear(2, 2), _tiny_lm()[1], names))]),
+        "signal_token_names": Spec(
+            lambda: [Call(signal_token_names, ("IMG", 4)), Call(signal_token_names, ("3D",), dict(count=2))],
+            lambda: [("a bracket in the prefix", lambda: signal_token_names("IMG]")),
+                     ("an empty prefix", lambda: signal_token_names("")),
+                     ("a number as prefix", lambda: signal_token_names(3))]),
+        "signal_token_labels": Spec(
+            lambda: [Call(signal_token_labels, (ids(), [40, 41]), dict(keep_ids=[1]))],
+            lambda: [("no signal ids", lambda: signal_token_labels(ids(), [])),
+                     ("a negative id", lambda: signal_token_labels(ids(), [-3])),
+                     ("duplicate ids", lambda: signal_token_labels(ids(), [40, 40])),
+                     ("float ids", lambda: signal_token_labels(ids(), [40.0])),
+                     ("a 2-d id tensor", lambda: signal_token_labels(ids(), torch.tensor([[40, 41]])))]),
+        "signal_hidden_states": Spec(
+            lambda: [Call(signal_hidden_states, (_rand(2, 5, 8), ids(), [40, 41]))],
+            lambda: [("a row without the signal tokens", lambda: signal_hidden_states(_rand(2, 5, 8), torch.tensor(
+                         [[2, 10, 40, 41, 1], [2, 3, 4, 1, 0]]), [40, 41])),
+                     ("a signal token twice", lambda: signal_hidden_states(_rand(2, 5, 8), torch.tensor(
+                         [[2, 40, 40, 41, 1], [2, 40, 41, 1, 0]]), [40, 41])),
+                     ("hidden of another length", lambda: signal_hidden_states(_rand(2, 4, 8), ids(), [40, 41]))]),
+        "OutputProjectorConfig": Spec(
+            lambda: [Call(OutputProjectorConfig, (8, 6, 3), dict(width=16, heads=2, layers=1, dropout=0.1), zero_ok=_fs())],
+            lambda: [("width not divisible by heads", lambda: OutputProjectorConfig(8, 6, 3, width=30, heads=4)),
+                     ("dropout of 1", lambda: OutputProjectorConfig(8, 6, 3, dropout=1.0)),
+                     ("no queries", lambda: OutputProjectorConfig(8, 6, 0))]),
+        "OutputProjector": Spec(
+            lambda: [Call(OutputProjector, (OutputProjectorConfig(8, 6, 3, width=16, heads=2, layers=1),)),
+                     Call(projector(), (_rand(2, 4, 8),))],
+            lambda: [("hidden of another width", lambda: projector()(_rand(2, 4, 7))),
+                     ("no signal tokens", lambda: projector()(_rand(2, 0, 8))),
+                     ("a dict as config", lambda: OutputProjector({"lm_dim": 8}))]),
+        "conditioning_l2_loss": Spec(
+            lambda: [Call(conditioning_l2_loss, (_rand(2, 3, 6), _rand(2, 3, 6)))],
+            lambda: [("shapes differ", lambda: conditioning_l2_loss(_rand(2, 3, 6), _rand(2, 4, 6))),
+                     ("dtypes differ", lambda: conditioning_l2_loss(_rand(2, 3, 6), _rand(2, 3, 6).double()))]),
+        "signal_token_nll": Spec(
+            lambda: [Call(signal_token_nll, logits_labels())],
+            lambda: [("no label kept", lambda: signal_token_nll(_rand(2, 5, 50), torch.full((2, 5), -100))),
+                     ("a label beyond the vocabulary", lambda: signal_token_nll(_rand(2, 5, 50), torch.full((2, 5), 60))),
+                     ("labels of another length", lambda: signal_token_nll(_rand(2, 5, 50), torch.zeros(2, 4, dtype=torch.long)))]),
     }
 
 
