@@ -379,6 +379,18 @@ def _chapter7_exercise_failures(metrics: dict) -> list:
     return ch07.train_stage2_failures(metrics)
 
 
+def _chapter9_exercise(seed: int) -> dict:
+    from mmllm_course.grading.checks import ch09
+
+    return ch09.train_projector_seed_run(seed)
+
+
+def _chapter9_exercise_failures(metrics: dict) -> list:
+    from mmllm_course.grading.checks import ch09
+
+    return ch09.train_projector_failures(metrics)
+
+
 def _chapter8(seed: int) -> dict:
     from mmllm_course.encoders import binding
 
@@ -426,6 +438,10 @@ SEED_RUNS: dict[str, SeedRun] = {
                                  _chapter7_exercise, _chapter7_exercise_failures),
     "chapter8": SeedRun("chapter 8: spoken-description recognition, solids under rotation, emergent audio <-> 3-D retrieval "
                         "(bar: 4x chance per seed)", _chapter8, _chapter8_failures),
+    "chapter9_exercise": SeedRun("chapter 9 exercise: the solution's output projector (l2 loss, 400 steps) on the frozen LM's "
+                                 "signal-token states; the frozen generator's images of held-out requests as "
+                                 "ch09.train_projector measures them (colour and shape, bar 80%)", _chapter9_exercise,
+                                 _chapter9_exercise_failures),
     "chapter11_decoder": SeedRun("chapter 11 (library; its notebook is still to come): the frozen point-cloud decoder, class "
                                  "and size of samples from the true conditioning, Chamfer ratio", _chapter11_decoder,
                                  _chapter11_decoder_failures),
