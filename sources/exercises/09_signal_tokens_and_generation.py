@@ -3,16 +3,17 @@
 #
 # Read chapter 9 first. The exercises come in four parts:
 #
-# 1. **Core** (exercises 1-5): the labels of the signal-token loss; the output projector's forward from
+# 1. **Core** (exercises 1-6): the labels of the signal-token loss; the output projector's forward from
 #    its parts; the l2 alignment loss; one DDPM training example (noise, timestep, target), checked
-#    against `diffusers`' `DDPMScheduler`; one DDIM sampling step, checked against `DDIMScheduler.step`.
-# 2. **Build** (exercise 6): NExT-GPT's output projector as a whole module. The check loads the
+#    against `diffusers`' `DDPMScheduler`; one DDIM and one DDPM sampling step, checked against the
+#    schedulers' own `step`.
+# 2. **Build** (exercise 7): NExT-GPT's output projector as a whole module. The check loads the
 #    library's weights into yours, so your parameters must carry the library's names, and compares
 #    outputs and gradients.
-# 3. **Train** (exercise 7): train your projector with your loss on the frozen LM's signal-token hidden
+# 3. **Train** (exercise 8): train your projector with your loss on the frozen LM's signal-token hidden
 #    states; the check draws new requests, lets the frozen generator draw from your projector's
 #    conditioning and asks the judge what it drew.
-# 4. **Stretch** (exercise 8, optional): classifier-free guidance.
+# 4. **Stretch** (exercise 9, optional): classifier-free guidance.
 #
 # Then three checked questions. Each exercise ends with `check(...)`: it runs your code next to the
 # library's (or `diffusers`') on several inputs and prints **pass**, **todo**, **fail** (with what was
@@ -108,7 +109,7 @@ check("ch09.projector_forward", output_projector_forward)
 # $$\mathcal{L}_{l2} = \frac{1}{B L} \sum_{b, l} \lVert \text{pred}_{b,l} - \text{target}_{b,l} \rVert_2^2 .$$
 #
 # Return a 0-d tensor; the check compares the value and the gradients with respect to both inputs.
-# You train with it in exercise 7.
+# You train with it in exercise 8.
 
 # %%
 def conditioning_l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -196,9 +197,46 @@ def ddim_step(scheduler, model_output: torch.Tensor, timestep: int, prev_timeste
 check("ch09.ddim_step", ddim_step)
 
 # %% [markdown]
+# ## Exercise 6: one DDPM sampling step
+#
+# DDPM itself samples with all `T` small steps, each a draw from the posterior $q(x_{t-1} \mid x_t, \hat x_0)$.
+# With $a_t = \bar\alpha_t$, $a_{prev} = \bar\alpha_{t-1}$ ($1$ at $t = 0$), this step's
+# $\alpha_t = a_t / a_{prev}$ and $\beta_t = 1 - \alpha_t$:
+#
+# 1. $\hat x_0$ from the model output, as in exercise 5;
+# 2. the posterior mean $\mu = \frac{\sqrt{a_{prev}}\, \beta_t}{1 - a_t}\, \hat x_0 + \frac{\sqrt{\alpha_t}\, (1 - a_{prev})}{1 - a_t}\, x_t$;
+# 3. for $t > 0$, $x_{t-1} = \mu + \sigma_t z$ with the posterior's variance $\sigma_t^2 = \frac{1 - a_{prev}}{1 - a_t}\, \beta_t$
+#    (the scheduler's `variance_type="fixed_small"`) and the given standard normal `noise` $z$; at $t = 0$, $x_{-1} = \mu$.
+#
+# Return $x_{t-1}$ `(B, C, h, w)`. The check gives you the noise the scheduler would draw and compares with
+# `DDPMScheduler.step` at four timesteps (the last and the first included) of two schedulers.
+
+# %%
+def ddpm_step(scheduler, model_output: torch.Tensor, timestep: int, sample: torch.Tensor,
+              noise: torch.Tensor) -> torch.Tensor:
+    """One DDPM step from x_t (B, C, h, w) and the model output at t to x_(t-1), with the given noise z (B, C, h, w)."""
+    # BEGIN SOLUTION
+    a_t = scheduler.alphas_cumprod[timestep]
+    a_prev = scheduler.alphas_cumprod[timestep - 1] if timestep > 0 else torch.tensor(1.0)
+    alpha, beta = a_t / a_prev, 1 - a_t / a_prev  # this one step's alpha_t and beta_t
+    if scheduler.config.prediction_type == "v_prediction":
+        x0 = a_t.sqrt() * sample - (1 - a_t).sqrt() * model_output
+    else:
+        x0 = (sample - (1 - a_t).sqrt() * model_output) / a_t.sqrt()
+    mean = a_prev.sqrt() * beta / (1 - a_t) * x0 + alpha.sqrt() * (1 - a_prev) / (1 - a_t) * sample
+    if timestep == 0:
+        return mean
+    return mean + ((1 - a_prev) / (1 - a_t) * beta).sqrt() * noise
+    # END SOLUTION
+
+
+# %%
+check("ch09.ddpm_step", ddpm_step)
+
+# %% [markdown]
 # ## Part 2: build the module
 #
-# ## Exercise 6: NExT-GPT's output projector
+# ## Exercise 7: NExT-GPT's output projector
 #
 # `OutputProjector(lm_dim, cond_dim, num_queries, width=64, heads=4, layers=2, dropout=0.1)` with
 # exercise 2's four parts, under these names (the check builds your class, **loads the library's
@@ -245,7 +283,7 @@ check("ch09.output_projector", OutputProjector)
 # %% [markdown]
 # ## Part 3: train the output side
 #
-# ## Exercise 7: a projector the frozen generator understands
+# ## Exercise 8: a projector the frozen generator understands
 #
 # The pieces, set up below:
 #
@@ -310,7 +348,7 @@ def train_projector(projector: nn.Module, features: torch.Tensor, targets: torch
 
 
 # %% [markdown]
-# The next cell builds your projector from exercise 6 (LM width 64 in, the generator's `(16, 64)` out),
+# The next cell builds your projector from exercise 7 (LM width 64 in, the generator's `(16, 64)` out),
 # trains it (it prints how long that took and the l2 loss on the first 500 requests) and hands it to the
 # check. Until your functions are written, it says `todo`.
 
@@ -360,7 +398,7 @@ except (NotImplementedError, TypeError):
 # %% [markdown]
 # ## Part 4 (stretch, optional): classifier-free guidance
 #
-# ## Exercise 8: `guided_prediction`
+# ## Exercise 9: `guided_prediction`
 #
 # The generator was trained with the caption dropped to the empty one 10% of the time, so its UNet
 # predicts both with the conditioning and without it (the empty caption's conditioning,

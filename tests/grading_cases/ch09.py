@@ -431,6 +431,74 @@ def ddim_output_object(scheduler, model_output, timestep, prev_timestep, sample)
     return scheduler.step(model_output, timestep, sample, eta=0.0)
 
 
+# ------------------------------------------------------------------------------------------- ddpm_step
+
+
+def ddpm_step_reference(scheduler, model_output, timestep, sample, noise):
+    """Correct: the posterior mean plus its standard deviation times the noise."""
+    a_t = scheduler.alphas_cumprod[timestep]
+    a_prev = scheduler.alphas_cumprod[timestep - 1] if timestep > 0 else torch.tensor(1.0)
+    alpha = a_t / a_prev
+    beta = 1 - alpha
+    if scheduler.config.prediction_type == "v_prediction":
+        x0 = a_t.sqrt() * sample - (1 - a_t).sqrt() * model_output
+    else:
+        x0 = (sample - (1 - a_t).sqrt() * model_output) / a_t.sqrt()
+    mean = a_prev.sqrt() * beta / (1 - a_t) * x0 + alpha.sqrt() * (1 - a_prev) / (1 - a_t) * sample
+    if timestep == 0:
+        return mean
+    return mean + ((1 - a_prev) / (1 - a_t) * beta).sqrt() * noise
+
+
+def ddpm_step_from_eps(scheduler, model_output, timestep, sample, noise):
+    """Correct, written differently: DDPM's own form, (x_t - beta_t / sqrt(1 - a_t) eps) / sqrt(alpha_t) + sigma_t z."""
+    abar = scheduler.alphas_cumprod.double()
+    a_t = abar[timestep]
+    a_prev = abar[timestep - 1] if timestep > 0 else torch.tensor(1.0, dtype=torch.float64)
+    alpha = a_t / a_prev
+    x, o = sample.double(), model_output.double()
+    eps = a_t.sqrt() * o + (1 - a_t).sqrt() * x if scheduler.config.prediction_type == "v_prediction" else o
+    mean = (x - (1 - alpha) / (1 - a_t).sqrt() * eps) / alpha.sqrt()
+    sigma = ((1 - a_prev) / (1 - a_t) * (1 - alpha)).sqrt()
+    return (mean + (sigma * noise.double() if timestep > 0 else 0.0)).to(sample.dtype)
+
+
+def _ddpm_step_wrong(kind):
+    def fn(scheduler, model_output, timestep, sample, noise):
+        a_t = scheduler.alphas_cumprod[timestep]
+        a_prev = scheduler.alphas_cumprod[timestep - 1] if timestep > 0 else torch.tensor(1.0)
+        alpha = a_t if kind == "abar" else a_t / a_prev
+        beta = 1 - alpha
+        v_model = (scheduler.config.prediction_type == "v_prediction") != (kind == "other_type")
+        if v_model:
+            x0 = a_t.sqrt() * sample - (1 - a_t).sqrt() * model_output
+        else:
+            x0 = (sample - (1 - a_t).sqrt() * model_output) / a_t.sqrt()
+        if kind == "x0":
+            return x0
+        mean = a_prev.sqrt() * beta / (1 - a_t) * x0 + alpha.sqrt() * (1 - a_prev) / (1 - a_t) * sample
+        variance = (1 - a_prev) / (1 - a_t) * beta
+        if kind == "mean" or timestep == 0:
+            return mean
+        sigma = {"large": beta.sqrt(), "variance": variance}.get(kind, variance.sqrt())
+        return mean + sigma * noise
+
+    return fn
+
+
+ddpm_step_other_type = _ddpm_step_wrong("other_type")
+ddpm_step_abar = _ddpm_step_wrong("abar")
+ddpm_step_no_noise = _ddpm_step_wrong("mean")
+ddpm_step_fixed_large = _ddpm_step_wrong("large")
+ddpm_step_variance = _ddpm_step_wrong("variance")
+ddpm_step_returns_x0 = _ddpm_step_wrong("x0")
+
+
+def ddpm_step_noise_everywhere(scheduler, model_output, timestep, sample, noise):
+    """Wrong: the scheduler's own step with its own noise, not the noise given."""
+    return scheduler.step(model_output, timestep, sample).prev_sample
+
+
 # ------------------------------------------------------------------------------------------- train_projector
 
 
@@ -660,6 +728,24 @@ CASES = {
             "x0": (ddim_returns_x0, "predicted clean latents"),
             "t - 1": (ddim_t_minus_1, "t - 1"),
             "object": (ddim_output_object, ".prev_sample"),
+        },
+    },
+    "ch09.ddpm_step": {
+        "correct": [ddpm_step_reference, ddpm_step_from_eps],
+        "wrong": {
+            "wrong prediction type": ddpm_step_other_type,
+            "alpha-bar for alpha_t": ddpm_step_abar,
+            "no noise": ddpm_step_no_noise,
+            "fixed_large": ddpm_step_fixed_large,
+            "variance times noise": ddpm_step_variance,
+            "returns x0": ddpm_step_returns_x0,
+            "its own noise": ddpm_step_noise_everywhere,
+        },
+        "diagnoses": {
+            "no noise": (ddpm_step_no_noise, "no noise added"),
+            "fixed_large": (ddpm_step_fixed_large, "fixed_large"),
+            "variance": (ddpm_step_variance, "VARIANCE"),
+            "abar": (ddpm_step_abar, "this step's alpha_t"),
         },
     },
     "ch09.train_projector": {

@@ -9,7 +9,8 @@ Tiers, as in every chapter:
   the l2 alignment loss, next to :func:`~mmllm_course.output.conditioning_l2_loss`; one DDPM training
   example (the noised latents and the regression target), checked against ``diffusers``'
   ``DDPMScheduler.add_noise`` and its ``prediction_type`` (epsilon and v-prediction, several beta
-  schedules); one DDIM sampling step, checked against ``DDIMScheduler.step``;
+  schedules); one DDIM sampling step and one DDPM sampling step (the noise given), checked against
+  ``DDIMScheduler.step`` and ``DDPMScheduler.step``;
 - **build**: the learner's ``OutputProjector`` is built with the documented arguments, gets the
   library's weights loaded into it and must give the library's outputs and gradients;
 - **train**: the learner's trained projector is measured, never trained here: it reads the frozen
@@ -605,6 +606,91 @@ def _check_ddim_step(fn) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# ch09.ddpm_step: one ancestral DDPM step, as diffusers' DDPMScheduler.step computes it (the noise given)
+# --------------------------------------------------------------------------------------------------
+# (num_train_timesteps, beta_schedule, prediction_type, B, dtype)
+_DDPM_STEP_CASES = [
+    (1000, "squaredcos_cap_v2", "v_prediction", 2, torch.float32),
+    (100, "linear", "epsilon", 3, torch.float64),
+]
+
+
+def _ddpm_step_variant(scheduler, out: torch.Tensor, t: int, x: torch.Tensor, z: torch.Tensor, kind: str) -> torch.Tensor:
+    abar = scheduler.alphas_cumprod.double()
+    o, xt, z = out.double(), x.double(), z.double()
+    a_t = abar[t]
+    a_prev = abar[t - 1] if t > 0 else torch.tensor(1.0, dtype=torch.float64)
+    alpha = a_t / a_prev if kind != "abar" else a_t  # this step's alpha_t
+    beta = 1 - alpha
+    v_model = (scheduler.config.prediction_type == "v_prediction") != (kind == "other_type")
+    x0 = a_t.sqrt() * xt - (1 - a_t).sqrt() * o if v_model else (xt - (1 - a_t).sqrt() * o) / a_t.sqrt()
+    if kind == "x0":
+        return x0.to(x.dtype)
+    mean = a_prev.sqrt() * beta / (1 - a_t) * x0 + alpha.sqrt() * (1 - a_prev) / (1 - a_t) * xt
+    variance = ((1 - a_prev) / (1 - a_t) * beta).clamp(min=1e-20)
+    if t == 0 or kind == "mean":
+        return mean.to(x.dtype)
+    if kind == "large":
+        return (mean + beta.sqrt() * z).to(x.dtype)
+    if kind == "variance":
+        return (mean + variance * z).to(x.dtype)
+    return (mean + variance.sqrt() * z).to(x.dtype)
+
+
+def _ddpm_step_mistakes(scheduler, out, t, x, z) -> dict[str, torch.Tensor]:
+    v_model = scheduler.config.prediction_type == "v_prediction"
+    other = ("the model output read as the noise, but this scheduler predicts v: x_0 = sqrt(a_t) x_t - sqrt(1 - a_t) v"
+             if v_model else "the model output read as v, but this scheduler's prediction_type is 'epsilon'")
+    return {
+        other: _ddpm_step_variant(scheduler, out, t, x, z, "other_type"),
+        "alpha-bar_t in place of this step's alpha_t = alpha-bar_t / alpha-bar_(t-1) (and beta_t = 1 - alpha_t) in the "
+        "posterior's coefficients": _ddpm_step_variant(scheduler, out, t, x, z, "abar"),
+        "the posterior mean alone, no noise added: DDPM samples x_(t-1) = mean + sigma_t z for t > 0":
+            _ddpm_step_variant(scheduler, out, t, x, z, "mean"),
+        "sigma_t = sqrt(beta_t), the DDPM paper's other choice ('fixed_large'); the scheduler's variance_type "
+        "'fixed_small' is the posterior's, sigma_t^2 = (1 - a_prev) / (1 - a_t) beta_t":
+            _ddpm_step_variant(scheduler, out, t, x, z, "large"),
+        "the noise multiplied by the VARIANCE: multiply it by the standard deviation, sigma_t = sqrt(variance)":
+            _ddpm_step_variant(scheduler, out, t, x, z, "variance"),
+        "the predicted clean latents x_0: the step returns x_(t-1), the posterior mean plus noise":
+            _ddpm_step_variant(scheduler, out, t, x, z, "x0"),
+    }
+
+
+@exercise(
+    "ch09.ddpm_step",
+    "One DDPM sampling step, as diffusers' DDPMScheduler.step computes it (the noise given)",
+    hint="a_t = alphas_cumprod[t], a_prev = alphas_cumprod[t - 1] (1 at t = 0), alpha_t = a_t / a_prev, beta_t = 1 - "
+    "alpha_t; x_0 from the model output; mean = sqrt(a_prev) beta_t / (1 - a_t) x_0 + sqrt(alpha_t) (1 - a_prev) / "
+    "(1 - a_t) x_t; for t > 0 add sqrt((1 - a_prev) / (1 - a_t) beta_t) * noise.",
+)
+def _check_ddpm_step(fn) -> str:
+    seen: set[str] = set()
+    named: dict[str, Any] = {}
+    for i, (total, schedule, kind, b, dtype) in enumerate(_DDPM_STEP_CASES):
+        scheduler = make_ddpm_scheduler(total, schedule, kind)
+        for j, t in enumerate([total - 1, total // 2, 1, 0]):
+            g = _gen(990 + 10 * i + j)
+            x = torch.randn(b, 4, 8, 8, generator=g).to(dtype)
+            out = torch.randn(b, 4, 8, 8, generator=g).to(dtype)
+            seed = 995 + 10 * i + j
+            noise = torch.randn(out.shape, generator=_gen(seed), dtype=dtype)  # what the scheduler draws with this seed
+            expected = scheduler.step(out, t, x, generator=_gen(seed)).prev_sample
+            what = (f"ddpm_step(DDPMScheduler({total} steps, {schedule!r}, prediction_type={kind!r}), model_output "
+                    f"{tuple(out.shape)}, timestep={t}, sample, noise, {dtype})")
+            mistakes = _ddpm_step_mistakes(scheduler, out, t, x, noise)
+            record_distinct_mistakes(expected, mistakes, seen)
+            named.update(mistakes)
+            got = call(fn, scheduler, out.clone(), t, x.clone(), noise.clone())
+            if hasattr(got, "prev_sample") and not isinstance(got, torch.Tensor):
+                raise CheckFailed(f"{what} returned {_type_name(got)}; return the tensor x_(t-1) itself")
+            _expect_or_name(got, expected, what, mistakes)
+    _expect_all_told_apart(seen, named, "ch09.ddpm_step")
+    return ("your step equals diffusers' DDPMScheduler.step (the same noise): the posterior mean from the predicted x_0, "
+            "plus the posterior's standard deviation times the noise, none at t = 0.")
+
+
+# --------------------------------------------------------------------------------------------------
 # ch09.train_projector: the learner's trained projector drives the frozen generator
 # --------------------------------------------------------------------------------------------------
 SIGNAL_COUNT = 4  # [IMG0] .. [IMG3]
@@ -811,7 +897,7 @@ def train_projector_reference(projector: nn.Module, features: torch.Tensor, targ
 
 
 def train_projector_seed_run(seed: int = 0, train_size: int = 2000, steps: int = 400) -> dict[str, float]:
-    """The solution notebook's exercise 7 on ``seed`` (requests, projector init, batch order), scored as the check does.
+    """The solution notebook's exercise 8 on ``seed`` (requests, projector init, batch order), scored as the check does.
 
     Returns ``{"color_shape", "color", "shape", "l2", "train_seconds"}`` (for the benchmark's seed runs; one thread).
     """
