@@ -696,7 +696,8 @@ TRAIN_TOKENIZER_EVAL_SIZE = 256
 TRAIN_TOKENIZER_MAX_TOKENS = 64  # tokens per image at most: a compact tokenizer (an 8x8 grid for 32x32 images)
 TRAIN_TOKENIZER_MAX_CODES = 1024
 TRAIN_TOKENIZER_PSNR = 22.0  # dB on held-out images, from the tokens alone (set from the 5-seed run, see the docstring)
-TRAIN_TOKENIZER_JUDGE = 0.60  # the chapter-9 judge reads colour AND shape on this fraction of the reconstructions
+TRAIN_TOKENIZER_JUDGE_COLOR = 0.90  # the chapter-9 judge reads the colour on this fraction of the reconstructions
+TRAIN_TOKENIZER_JUDGE_SHAPE = 0.30  # ... and the shape (chance 20%): the hard part for a 64-token, 128-code tokenizer
 TRAIN_TOKENIZER_MIN_CODES = 16  # distinct codes used on the held-out images
 TRAIN_TOKENIZER_STEPS = 1000  # the solution's training steps
 
@@ -792,8 +793,10 @@ def train_tokenizer_failures(metrics: dict[str, float]) -> list[str]:
     out = []
     if metrics["psnr"] < TRAIN_TOKENIZER_PSNR:
         out.append(f"PSNR {metrics['psnr']:.2f} dB < {TRAIN_TOKENIZER_PSNR:g} dB")
-    if metrics["judge_color_shape"] < TRAIN_TOKENIZER_JUDGE:
-        out.append(f"judge colour and shape {metrics['judge_color_shape']:.1%} < {TRAIN_TOKENIZER_JUDGE:.0%}")
+    if metrics["judge_color"] < TRAIN_TOKENIZER_JUDGE_COLOR:
+        out.append(f"judge colour {metrics['judge_color']:.1%} < {TRAIN_TOKENIZER_JUDGE_COLOR:.0%}")
+    if metrics["judge_shape"] < TRAIN_TOKENIZER_JUDGE_SHAPE:
+        out.append(f"judge shape {metrics['judge_shape']:.1%} < {TRAIN_TOKENIZER_JUDGE_SHAPE:.0%} (chance 20%)")
     if metrics["codes_used"] < TRAIN_TOKENIZER_MIN_CODES:
         out.append(f"codes used {metrics['codes_used']:.0f} < {TRAIN_TOKENIZER_MIN_CODES}")
     return out
@@ -833,11 +836,13 @@ def _check_train_tokenizer(model) -> str:
         if m["codes_used"] < TRAIN_TOKENIZER_MIN_CODES:
             why.append("most codes are dead (no vector picks them, so they never move): initialise the codebook from "
                        "encoder outputs and restart unused codes during training")
-        if m["judge_color_shape"] < TRAIN_TOKENIZER_JUDGE and m["judge_color"] >= 0.9:
+        if m["judge_shape"] < TRAIN_TOKENIZER_JUDGE_SHAPE and m["judge_color"] >= TRAIN_TOKENIZER_JUDGE_COLOR:
             why.append("colour survives but shapes blur: train longer or use more codes")
         raise CheckFailed(f"{detail}. Below the bar: {'; '.join(misses)}" + (f". {'; '.join(why).capitalize()}." if why else "."))
-    return (f"{detail}. Above every bar (PSNR {TRAIN_TOKENIZER_PSNR:g} dB, judge {TRAIN_TOKENIZER_JUDGE:.0%}, "
-            f"{TRAIN_TOKENIZER_MIN_CODES} codes): your image is now a short sequence of integers that decodes back.")
+    return (f"{detail}. Above every bar (PSNR {TRAIN_TOKENIZER_PSNR:g} dB, judge colour {TRAIN_TOKENIZER_JUDGE_COLOR:.0%} "
+            f"and shape {TRAIN_TOKENIZER_JUDGE_SHAPE:.0%}, {TRAIN_TOKENIZER_MIN_CODES} codes used): your image is now a "
+            "short sequence of integers that decodes back. The shape is what 64 tokens of 7 bits lose first: the "
+            "chapter's trade-off.")
 
 
 def _train_tokenizer_solution_modules(num_codes: int = 128, code_dim: int = 16) -> nn.Module:
@@ -910,9 +915,12 @@ def train_tokenizer_seed_run(seed: int) -> dict[str, float]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return tokenizer_metrics(train_tokenizer_solution(seed))
+        metrics = tokenizer_metrics(train_tokenizer_solution(seed))
     finally:
         torch.set_num_threads(threads)
+    # Counts as ints: the benchmark's "worst" line summarises floats only (fractions as higher-is-better, others as
+    # lower-is-better, so read PSNR's worst in the per-seed lines).
+    return {**metrics, **{k: int(metrics[k]) for k in ("codes_used", "num_codes", "tokens_per_image")}}
 
 
 # --------------------------------------------------------------------------------------------------
