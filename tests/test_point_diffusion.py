@@ -169,7 +169,8 @@ def test_shipped_judge_is_accurate_on_real_clouds(shipped):
     held = make_attributed_clouds(300, seed=7)  # neither its calibration (100) nor the decoder's data
     assert (judge.solids(held.points) == held.solid).float().mean() >= 0.95
     assert (judge.sizes(held.points, held.solid) == held.size).float().mean() >= 0.98
-    assert judge.pretrained_metrics["classifier_held_out"] >= 0.95  # chapter 8's bar, on rotated clouds
+    assert judge.pretrained_metrics["classifier_held_out"] >= 0.99  # upright held-out clouds (seed 101)
+    assert (judge.solids(held.points) == held.solid).float().mean() >= 0.99  # chapter 8's rotation-trained one read 97%
 
 
 def test_shipped_decoder_generates_the_described_solid_and_size(shipped):
@@ -206,6 +207,16 @@ def test_stored_metrics_are_the_recipes_and_timing_is_measured(shipped):
     assert stored["random_class_accuracy"] < 0.5
     seconds = pd.point_sampling_seconds(decoder, count=4, steps=5)
     assert 0 < seconds < 5
+
+
+def test_judge_recipe_trains_chapter8s_classifier_on_upright_clouds():
+    recipe = dataclasses.replace(pd.CHAPTER11_JUDGE, steps=2, train_size=30, warmup_steps=1)
+    judge = pd.train_point_judge(seed=0, recipe=recipe)
+    shipped = pd.load_point_judge()
+    assert judge.state_dict().keys() == shipped.state_dict().keys() and not judge.training
+    assert not any(p.requires_grad for p in judge.parameters())
+    with pytest.raises(TypeError, match="PointJudgeRecipe"):
+        pd.train_point_judge(0, recipe=pd.CHAPTER11_DECODER)
 
 
 def test_make_script_writes_the_same_layout_in_quick_mode(tmp_path):

@@ -620,6 +620,61 @@ class PointJudge(nn.Module):
         return (log_r - self.log_radius[solid]).abs().argmin(dim=1)
 
 
+@dataclass(frozen=True)
+class PointJudgeRecipe:
+    """How the judge is made: chapter 8's point classifier (``CHAPTER8.point_config()``, its optimiser settings)
+    trained on upright attributed clouds, the pose, stretch and sizes the decoder generates.
+
+    Chapter 8 trains the classifier under random rotations (it must recognise a solid in any pose);
+    judged that way, real upright clouds were read right 96.6-97.5% of the time (cones taken for
+    cylinders: 15 of 200), which left no room under a 95% bar for the decoder's own errors. Trained on
+    the decoder's pose for the same 450 steps it reads 100% of 1,000 real held-out clouds and 99.5%
+    of 200 samples of the shipped decoder (seed 0), where the rotation-trained judge read 97.5%:
+    most of the "decoder errors" measured before were judge errors.
+    """
+
+    train_size: int = 2000
+    steps: int = 450
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    data_seed: int = 200  # training clouds; calibration uses seed 100, the stored held-out metrics seed 101
+
+
+CHAPTER11_JUDGE = PointJudgeRecipe()
+
+
+def train_point_judge(seed: int = 0, recipe: PointJudgeRecipe = CHAPTER11_JUDGE, progress: bool = False) -> PointJudge:
+    """Train the judge (:class:`PointJudgeRecipe`) and calibrate its size judge on real clouds; frozen, eval mode."""
+    from mmllm_course.data.points import SOLIDS
+    from mmllm_course.encoders.binding import CHAPTER8, PointClassifier
+    from mmllm_course.encoders.points import PointEncoder
+    from mmllm_course.nn.optim import adamw_with_schedule
+    from mmllm_course.utils import one_thread
+
+    if not isinstance(recipe, PointJudgeRecipe):
+        raise InputTypeError(f"recipe must be a PointJudgeRecipe, got {describe(recipe)}")
+    seed = check_int(seed, "seed", minimum=0)
+    train = make_attributed_clouds(recipe.train_size, seed=recipe.data_seed + seed, num_points=CHAPTER8.num_points)
+    torch.manual_seed(seed)
+    model = PointClassifier(PointEncoder(CHAPTER8.point_config()), CHAPTER8.point_dim, len(SOLIDS))
+    optimizer, scheduler = adamw_with_schedule(model, recipe.lr, recipe.steps, recipe.warmup_steps, recipe.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    with one_thread():
+        for _ in tqdm(range(recipe.steps), desc="training the point judge", disable=not progress):
+            idx = torch.randperm(len(train), generator=generator)[: recipe.batch_size]
+            loss = F.cross_entropy(model(train.points[idx]), train.solid[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    model.eval()
+    judge = PointJudge(model).calibrate(make_attributed_clouds(1000, seed=100, num_points=CHAPTER8.num_points))
+    return judge.eval().requires_grad_(False)
+
+
 # ----------------------------------------------------------------------------------------------
 # The recipe, its training, its evaluation
 # ----------------------------------------------------------------------------------------------
@@ -658,11 +713,12 @@ class PointDecoderRecipe:
 
 CHAPTER11_DECODER = PointDecoderRecipe()
 
-# Measured on seeds 0-2 (one thread, torch 2.13 CPU, 100 samples each, guidance 2, DDIM 50): class-correct 95%, 92%,
-# 91% (the judge itself 97.5%, 96.3%, 97.3% on each seed's real held-out clouds); size 100% on every seed; Chamfer
-# same/other 0.24, 0.23, 0.26; random conditioning 24%, 17%, 20% (chance 20%). So the 95% class bar holds for the
-# shipped seed 0 only: the recipe needs more headroom (longer training, a judge fitted to upright clouds) before the
-# capstone asserts 95% on the worst seed. About 210-230 CPU-seconds of training per seed.
+# Measured on seeds 0-2 with chapter 8's rotation-trained classifier as the judge (100 samples each, guidance 2, DDIM 50):
+# class-correct 95%, 92%, 91%, but that judge itself read only 96.6-97.5% of real upright clouds (cones taken for
+# cylinders). With the upright judge (CHAPTER11_JUDGE: 100% of 1,000 real held-out clouds) the same seed-0 decoder
+# reads 99.5% (200 samples) and the re-made shipped one 100% (100 samples); size 100%, Chamfer same/other 0.23,
+# random conditioning 19% (chance 20%). Most of the measured shortfall was the judge's. About 210-230 CPU-seconds of
+# training per seed on a quiet machine (1,380 s under a load average of 8).
 
 # What the capstone asserts about the decoder driven by the true description's conditioning.
 POINT_DECODER_BARS: dict[str, float] = {"class_accuracy": 0.95, "size_accuracy": 0.90}

@@ -22,6 +22,7 @@ import torch
 
 from mmllm_course.generators.point_diffusion import (
     CHAPTER11_DECODER,
+    CHAPTER11_JUDGE,
     DECODER_FILE,
     JUDGE_FILE,
     WEIGHTS_DIR,
@@ -32,6 +33,7 @@ from mmllm_course.generators.point_diffusion import (
     load_point_judge,
     make_attributed_clouds,
     train_point_decoder,
+    train_point_judge,
 )
 
 
@@ -50,26 +52,21 @@ def _check_path(path: object, default: str) -> str:
 
 
 def make_point_judge(path: str | None = None, quick: bool = False, progress: bool = False) -> str:
-    """Train chapter 8's point classifier (``CHAPTER8`` recipe, seed 0), calibrate the size judge, save; returns the path.
+    """Train the judge (``CHAPTER11_JUDGE``: chapter 8's point classifier on upright clouds, seed 0), save; returns the path.
 
-    Stored metrics: ``classifier_held_out`` (chapter 8's held-out clouds, random rotations),
-    ``classifier_canonical`` and ``size_judge`` (held-out canonical-pose clouds like the decoder's).
-    ``quick``: 5 training steps, the same layout.
+    Stored metrics, on 500 held-out upright clouds (seed 101): ``classifier_held_out`` (the solid) and
+    ``size_judge``. ``quick``: 5 training steps, the same layout.
     """
-    from mmllm_course.encoders.binding import CHAPTER8, train_point_classifier
-
     path = _check_path(path, JUDGE_FILE)
-    recipe = dataclasses.replace(CHAPTER8, classifier_steps=5, point_train_size=200, point_held_out_size=100,
-                                 warmup_steps=2) if quick else CHAPTER8
-    run = train_point_classifier(seed=0, recipe=recipe, progress=progress)
-    judge = PointJudge(run.model).calibrate(make_attributed_clouds(1000, seed=100))  # calibration clouds: seed 100
+    recipe = dataclasses.replace(CHAPTER11_JUDGE, steps=5, train_size=200, warmup_steps=2) if quick else CHAPTER11_JUDGE
+    judge = train_point_judge(seed=0, recipe=recipe, progress=progress)
     held = make_attributed_clouds(500, seed=101)
     metrics = {
-        "classifier_held_out": run.accuracy,
-        "classifier_canonical": (judge.solids(held.points) == held.solid).double().mean().item(),
+        "classifier_held_out": (judge.solids(held.points) == held.solid).double().mean().item(),
         "size_judge": (judge.sizes(held.points, held.solid) == held.size).double().mean().item(),
     }
-    metadata = {"recipe": "CHAPTER8" + (" quick" if quick else ""), "seed": "0", "torch": torch.__version__,
+    metadata = {"recipe": "CHAPTER11_JUDGE" + (" quick" if quick else ""), "seed": "0", "torch": torch.__version__,
+                "recipe_config": json.dumps(dataclasses.asdict(recipe)),
                 "metrics": json.dumps({k: round(v, 4) for k, v in metrics.items()})}
     return _save(judge, path, metadata)
 
