@@ -373,6 +373,8 @@ check("ch09.train_projector", my_projector)
 # same generator draws from the true captions' conditioning (bottom).
 
 # %%
+import textwrap
+
 import matplotlib.pyplot as plt
 
 shown = generate_shapes(8, seed=5).captions
@@ -382,12 +384,12 @@ try:
         mine = generator.sample(my_projector(request_signal_features(lm, tok, signal_ids, shown_requests)),
                                 num_inference_steps=10, seed=0)
         truth = generator.generate(shown, num_inference_steps=10, seed=0)
-    fig, axes = plt.subplots(2, 8, figsize=(12, 3.4))
+    fig, axes = plt.subplots(2, 8, figsize=(12, 4))
     for i in range(8):
         for row, images in enumerate((mine, truth)):
             axes[row, i].imshow(images[i].permute(1, 2, 0).numpy())
             axes[row, i].axis("off")
-        axes[0, i].set_title(shown_requests[i].replace(" in the ", "\n"), fontsize=7)
+        axes[0, i].set_title("\n".join(textwrap.wrap(shown_requests[i], 18)), fontsize=7)
     axes[0, 0].text(-12, 16, "yours", rotation=90, va="center")
     axes[1, 0].text(-12, 16, "true", rotation=90, va="center")
     plt.tight_layout()
