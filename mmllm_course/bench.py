@@ -403,6 +403,18 @@ def _chapter8_failures(metrics: dict) -> list:
     return binding.chapter8_failures(metrics)
 
 
+def _chapter11_exercise(seed: int) -> dict:
+    from mmllm_course.grading.checks import ch11
+
+    return ch11.train_projector_seed_run(seed)
+
+
+def _chapter11_exercise_failures(metrics: dict) -> list:
+    from mmllm_course.grading.checks import ch11
+
+    return ch11.train_projector_failures(metrics)
+
+
 def _chapter11_decoder(seed: int) -> dict:
     from mmllm_course.generators import point_diffusion
 
@@ -454,6 +466,9 @@ SEED_RUNS: dict[str, SeedRun] = {
                                  "signal-token states; the frozen generator's images of held-out requests as "
                                  "ch09.train_projector measures them (colour and shape, bar 80%)", _chapter9_exercise,
                                  _chapter9_exercise_failures),
+    "chapter11_exercise": SeedRun("chapter 11 exercise: the solution's output projector (500 steps on the frozen LM's "
+                                  "[3D0] [3D1] states after 40 written requests), as ch11.train_projector measures it",
+                                  _chapter11_exercise, _chapter11_exercise_failures),
     "chapter11_decoder": SeedRun("chapter 11 (library; its notebook is still to come): the frozen point-cloud decoder, class "
                                  "and size of samples from the true conditioning, Chamfer ratio", _chapter11_decoder,
                                  _chapter11_decoder_failures),
