@@ -46,12 +46,22 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from mmllm_course.generators import diffusion_target, judge_images, make_sampler
 from mmllm_course.grading.checks.ch02 import _expect_distinct, _expect_loss, _expect_same_grads, _loss_leaf, _type_name
 from mmllm_course.grading.checks.ch08 import _expect_or_name, _randomize
 from mmllm_course.grading.compare import expect_tensor, record_distinct_mistakes
 from mmllm_course.grading.core import CheckFailed, LearnerError, answer_hash, call, exercise, question
 from mmllm_course.grading.modules import _expect_same_grads as _expect_same_module_grads
 from mmllm_course.grading.modules import build_learner_module, expect_same_forward, load_reference_weights
+from mmllm_course.output import (
+    OutputProjector,
+    OutputProjectorConfig,
+    add_signal_tokens,
+    conditioning_l2_loss,
+    signal_hidden_states,
+    signal_token_labels,
+    signal_token_names,
+)
 
 IGNORE = -100  # the label of a position that takes no loss
 
@@ -127,8 +137,6 @@ def _label_mistakes(ids: torch.Tensor, signal_ids: Sequence[int], keep_ids: Sequ
     "do not shift them (the causal LM shifts), and do not change input_ids in place.",
 )
 def _check_signal_labels(fn) -> str:
-    from mmllm_course.output import signal_token_labels
-
     seen: set[str] = set()
     mistakes: dict[str, torch.Tensor] = {}
     for i, (lengths, signal_ids, eos, keep) in enumerate(_LABEL_CASES):
@@ -159,8 +167,6 @@ def _check_signal_labels(fn) -> str:
 def reference_projector(lm_dim: int, cond_dim: int, num_queries: int, width: int, heads: int, layers: int,
                         dropout: float = 0.1, seed: int = 0) -> nn.Module:
     """The library's :class:`~mmllm_course.output.OutputProjector` with random weights (eval mode)."""
-    from mmllm_course.output import OutputProjector, OutputProjectorConfig
-
     torch.manual_seed(seed)
     config = OutputProjectorConfig(lm_dim=lm_dim, cond_dim=cond_dim, num_queries=num_queries, width=width, heads=heads,
                                    layers=layers, dropout=dropout)
@@ -360,8 +366,6 @@ def _l2_mistakes(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     "((pred - target) ** 2).sum(dim=-1).mean().",
 )
 def _check_l2_loss(fn) -> str:
-    from mmllm_course.output import conditioning_l2_loss
-
     for i, (b, n, d, dtype) in enumerate(_L2_CASES):
         g = _gen(950 + i)
         pred = torch.randn(b, n, d, generator=g).to(dtype)
@@ -472,8 +476,6 @@ def _target_mistakes(scheduler, x0: torch.Tensor, eps: torch.Tensor, t: torch.Te
     "'v_prediction' (read scheduler.config.prediction_type).",
 )
 def _check_ddpm_training_example(fn) -> str:
-    from mmllm_course.generators import diffusion_target
-
     seen_noisy: set[str] = set()
     seen_target: set[str] = set()
     all_noisy: dict[str, Any] = {}
@@ -719,7 +721,6 @@ def make_signal_lm():
     trained in the exercise: the LM's hidden state at a signal token attends to the whole request, so it
     carries the request even when the token's own embedding is random. The check builds its own copy.
     """
-    from mmllm_course.output import add_signal_tokens, signal_token_names
     from mmllm_course.pretrained import load_chapter5_lm
 
     lm, tok = load_chapter5_lm()
@@ -745,8 +746,6 @@ def request_signal_features(lm: nn.Module, tokenizer, signal_ids: Sequence[int],
     Each row is ``bos, request, [IMG0] .. [IMG3]``: the signal tokens as the LM emits them after a request
     (teacher-forced here), right-padded. ``lm.model`` gives the hidden states after the final norm.
     """
-    from mmllm_course.output import signal_hidden_states
-
     rows = [[tokenizer.bos_token_id] + tokenizer(r, add_special_tokens=False)["input_ids"] + list(signal_ids)
             for r in requests]
     out = []
@@ -841,8 +840,6 @@ def projector_conditioning(projector: Callable, features: torch.Tensor, batch_si
 
 def score_conditioning(conditioning: torch.Tensor, captions: Sequence[str]) -> dict[str, float]:
     """The judge's accuracies on images the frozen generator samples from ``conditioning`` (n, 16, 64)."""
-    from mmllm_course.generators import judge_images
-
     generator, judge = _frozen_generator_and_judge()
     images = generator.sample(conditioning, num_inference_steps=TRAIN_PROJECTOR_STEPS,
                               guidance_scale=TRAIN_PROJECTOR_GUIDANCE, seed=0)
@@ -887,8 +884,6 @@ def _check_train_projector(answer) -> str:
 def train_projector_reference(projector: nn.Module, features: torch.Tensor, targets: torch.Tensor, steps: int = 400,
                               batch_size: int = 64, lr: float = 3e-3, seed: int = 0) -> nn.Module:
     """The solution notebook's training loop: AdamW, warmup + cosine, the l2 loss; returns the projector in eval mode."""
-    from mmllm_course.output import conditioning_l2_loss
-
     optimizer = torch.optim.AdamW(projector.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -911,7 +906,6 @@ def train_projector_seed_run(seed: int = 0, train_size: int = 2000, steps: int =
     Returns ``{"color_shape", "color", "shape", "l2", "train_seconds"}`` (for the benchmark's seed runs; one thread).
     """
     from mmllm_course.data import generate_shapes
-    from mmllm_course.output import OutputProjector, OutputProjectorConfig
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -972,8 +966,6 @@ def _guidance_mistakes(u: torch.Tensor, c: torch.Tensor, w: float) -> dict[str, 
 
 def _sample_with(generator, fn: Callable, cond: torch.Tensor, steps: int, w: float, seed: int) -> torch.Tensor:
     """The generator's DDIM loop (as its ``sample``), with the learner's guidance function in place of its own."""
-    from mmllm_course.generators import make_sampler
-
     c = generator.config
     sampler = make_sampler(c, "ddim")
     sampler.set_timesteps(steps)
