@@ -206,7 +206,8 @@ check("ch09.ddim_step", ddim_step)
 # 1. $\hat x_0$ from the model output, as in exercise 5;
 # 2. the posterior mean $\mu = \frac{\sqrt{a_{prev}}\, \beta_t}{1 - a_t}\, \hat x_0 + \frac{\sqrt{\alpha_t}\, (1 - a_{prev})}{1 - a_t}\, x_t$;
 # 3. for $t > 0$, $x_{t-1} = \mu + \sigma_t z$ with the posterior's variance $\sigma_t^2 = \frac{1 - a_{prev}}{1 - a_t}\, \beta_t$
-#    (the scheduler's `variance_type="fixed_small"`) and the given standard normal `noise` $z$; at $t = 0$, $x_{-1} = \mu$.
+#    (the scheduler's `variance_type="fixed_small"`) and the given standard normal `noise` $z$; at $t = 0$,
+#    the last step, no noise is added: return $\mu$.
 #
 # Return $x_{t-1}$ `(B, C, h, w)`. The check gives you the noise the scheduler would draw and compares with
 # `DDPMScheduler.step` at four timesteps (the last and the first included) of two schedulers.
