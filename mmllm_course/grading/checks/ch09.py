@@ -877,7 +877,8 @@ def _check_train_projector(answer) -> str:
         else:
             why = "train longer, and check that every request is paired with its own caption's conditioning"
         raise CheckFailed(f"{detail}: below the {TRAIN_PROJECTOR_THRESHOLD:.0%} bar. {why}.")
-    return (f"{detail}: above the {TRAIN_PROJECTOR_THRESHOLD:.0%} bar (the true captions' conditioning gives about 95%). "
+    upper = generator.pretrained_metrics.get("color_shape", float("nan"))
+    return (f"{detail}: above the {TRAIN_PROJECTOR_THRESHOLD:.0%} bar (the true captions' own conditioning: {upper:.0%}). "
             "Your projector translates the LM's signal states into a language the frozen generator already reads.")
 
 
