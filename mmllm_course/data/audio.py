@@ -53,7 +53,16 @@ WORD_SEGMENTS: dict[str, tuple[tuple, ...]] = {
     "triangle": (("b", 4000, 0, 0.3), ("v", "er", "a", 0.9), ("v", "a", "i", 0.8), ("v", "ae", "l", 1.0)),
     "star": (("f", 5500, 2000, 1.0), ("b", 4000, 0, 0.3), ("v", "a", "a", 1.2), ("v", "a", "er", 1.0)),
     "cross": (("b", 2000, 0, 0.3), ("v", "er", "o", 1.2), ("v", "o", "o", 0.8), ("f", 5500, 2000, 1.2)),
+    # the 3-D solids (chapter 11's spoken objects, ``make_spoken_objects``); they share sounds with the words above
+    # and with each other: "sphere" and "cylinder" open with "s", "cube" and "cone" with "k", "torus" ends on "s"
+    "sphere": (("f", 5500, 2000, 0.9), ("f", 3500, 3000, 0.6), ("v", "i", "i", 0.9), ("v", "i", "er", 1.0)),
+    "cube": (("b", 2000, 0, 0.3), ("v", "i", "u", 1.2), ("v", "u", "u", 1.0), ("b", 700, 0, 0.3)),
+    "cylinder": (("f", 5500, 2000, 0.8), ("v", "i", "l", 0.9), ("v", "l", "i", 0.7), ("v", "n", "n", 0.6), ("b", 4000, 0, 0.2),
+                 ("v", "er", "er", 0.8)),
+    "cone": (("b", 2000, 0, 0.3), ("v", "o", "o", 1.3), ("v", "o", "n", 1.0)),
+    "torus": (("b", 4000, 0, 0.3), ("v", "o", "er", 1.0), ("v", "er", "a", 0.8), ("f", 5500, 2000, 1.0)),
 }
+SOLID_WORDS: tuple[str, ...] = ("sphere", "cube", "cylinder", "cone", "torus")  # = data.points.SOLIDS, in its order
 
 
 def _bandpass_noise(length: int, centre: float, width: float, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -87,7 +96,7 @@ def synthesize_word(word: str, f0: float = 140.0, formant_scale: float = 1.0, du
                     sample_rate: int = SAMPLE_RATE, seed: int | np.random.Generator = 0) -> np.ndarray:
     """One word as a float64 waveform (L,) of about ``duration`` seconds, peak 1 (see the module docstring)."""
     if not isinstance(word, str) or word not in WORD_SEGMENTS:
-        raise ValueError(f"word must be one of {SPOKEN_WORDS}, got {word!r}")
+        raise ValueError(f"word must be one of {SPOKEN_WORDS + SOLID_WORDS}, got {word!r}")
     f0 = check_number(f0, "f0", low=40.0, high=600.0)
     formant_scale = check_number(formant_scale, "formant_scale", low=0.5, high=2.0)
     duration = check_number(duration, "duration", low=0.02, high=5.0)
@@ -188,33 +197,90 @@ def make_spoken_descriptions(n: int, config: SpokenConfig | None = None, seed: i
     if not isinstance(config, SpokenConfig):
         raise InputTypeError(f"config must be a SpokenConfig, got {describe(config)}")
     rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
-    c, sr, total = config, config.sample_rate, config.num_samples
-    waves = np.zeros((n, total), dtype=np.float32)
+    c = config
+    waves = np.zeros((n, c.num_samples), dtype=np.float32)
     labels = np.zeros((n, 3), dtype=np.int64)
     captions, snrs = [], np.zeros(n)
     for i in range(n):
         shape, color, size = (rng.choice(c.shapes), rng.choice(c.colors), rng.choice(c.sizes))
         labels[i] = (SHAPES.index(shape), COLORS.index(color), SIZES.index(size))
         captions.append(f"{size} {color} {shape}")
-        f0, formant = rng.uniform(*c.pitch_range), rng.uniform(*c.formant_range)
-        speed = rng.uniform(*c.speed_range)
-        words = [synthesize_word(w, f0 * rng.uniform(0.95, 1.05), formant, c.word_seconds / speed * rng.uniform(0.9, 1.1), sr, rng)
-                 for w in (size, color, shape)]
-        gaps = [int(rng.uniform(*c.gap_range) * sr) for _ in range(2)]
-        length = sum(len(w) for w in words) + sum(gaps)
-        pos = int(rng.integers(0, max(total - length, 0) + 1))
-        speech = np.zeros(total)
-        for j, w in enumerate(words):
-            end = min(pos + len(w), total)
-            speech[max(pos, 0):end] += w[max(-pos, 0): end - pos] * rng.uniform(0.7, 1.0)  # word-level loudness
-            pos += len(w) + (gaps[j] if j < 2 else 0)
-        speech *= rng.uniform(*c.gain_range) / (np.abs(speech).max() + 1e-9)
-        snrs[i] = snr = rng.uniform(*c.snr_db_range)
-        power = np.mean(speech[np.abs(speech) > 1e-6] ** 2) if np.any(np.abs(speech) > 1e-6) else 1e-6
-        noise = rng.standard_normal(total) * math.sqrt(power / 10 ** (snr / 10))
-        waves[i] = (speech + noise).astype(np.float32)
+        waves[i], snrs[i] = _speak((size, color, shape), c, rng)
     return SpokenBatch(torch.from_numpy(waves), torch.from_numpy(labels), captions,
-                       torch.from_numpy(snrs.astype(np.float32)), sr)
+                       torch.from_numpy(snrs.astype(np.float32)), c.sample_rate)
+
+
+def _speak(words: Sequence[str], c: SpokenConfig, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """One clip (T,) float32 saying ``words`` with a random speaker, speed, gaps, gain and noise; and its SNR in dB."""
+    sr, total = c.sample_rate, c.num_samples
+    f0, formant = rng.uniform(*c.pitch_range), rng.uniform(*c.formant_range)
+    speed = rng.uniform(*c.speed_range)
+    sounds = [synthesize_word(w, f0 * rng.uniform(0.95, 1.05), formant, c.word_seconds / speed * rng.uniform(0.9, 1.1), sr, rng)
+              for w in words]
+    gaps = [int(rng.uniform(*c.gap_range) * sr) for _ in range(len(words) - 1)]
+    length = sum(len(w) for w in sounds) + sum(gaps)
+    pos = int(rng.integers(0, max(total - length, 0) + 1))
+    speech = np.zeros(total)
+    for j, w in enumerate(sounds):
+        end = min(pos + len(w), total)
+        speech[max(pos, 0):end] += w[max(-pos, 0): end - pos] * rng.uniform(0.7, 1.0)  # word-level loudness
+        pos += len(w) + (gaps[j] if j < len(gaps) else 0)
+    speech *= rng.uniform(*c.gain_range) / (np.abs(speech).max() + 1e-9)
+    snr = rng.uniform(*c.snr_db_range)
+    power = np.mean(speech[np.abs(speech) > 1e-6] ** 2) if np.any(np.abs(speech) > 1e-6) else 1e-6
+    noise = rng.standard_normal(total) * math.sqrt(power / 10 ** (snr / 10))
+    return (speech + noise).astype(np.float32), float(snr)
+
+
+@dataclass
+class SpokenObjects:
+    """Chapter 11's spoken requests for 3-D objects: ``waveforms`` (n, T) float32; ``solid`` (n,) indices into
+    ``SOLID_WORDS`` (= ``data.points.SOLIDS``); ``color`` (n,) into ``COLORS``; ``size`` (n,) into ``SIZES``;
+    ``captions`` e.g. "large red cone"; ``snr_db`` (n,)."""
+
+    waveforms: torch.Tensor
+    solid: torch.Tensor
+    color: torch.Tensor
+    size: torch.Tensor
+    captions: list[str]
+    snr_db: torch.Tensor
+    sample_rate: int = SAMPLE_RATE
+
+    def __len__(self) -> int:
+        return int(self.solid.shape[0])
+
+
+def make_spoken_objects(n: int, config: SpokenConfig | None = None, seed: int = 0,
+                        solids: Sequence[str] = SOLID_WORDS) -> SpokenObjects:
+    """``n`` clips "<size> <colour> <solid>" (e.g. "small blue torus"), balanced over (solid, size) in random order.
+
+    The speakers, rooms and noise vary as in :func:`make_spoken_descriptions` (``config``'s ranges;
+    its ``shapes`` field is not used: ``solids`` names the objects). Deterministic in ``seed``.
+    """
+    n = check_int(n, "n")
+    config = SpokenConfig() if config is None else config
+    if not isinstance(config, SpokenConfig):
+        raise InputTypeError(f"config must be a SpokenConfig, got {describe(config)}")
+    if isinstance(solids, str) or not isinstance(solids, (list, tuple)):
+        raise InputTypeError(f"solids must be a tuple of names from {SOLID_WORDS}, got {describe(solids)}")
+    unknown = [s for s in solids if s not in SOLID_WORDS]
+    if not solids or unknown:
+        raise ValueError(f"solids must be a non-empty subset of {SOLID_WORDS}, got {tuple(solids)!r} (unknown: {unknown})")
+    rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
+    c = config
+    pairs = [(s, z) for s in solids for z in c.sizes]
+    order = rng.permutation(np.arange(n) % len(pairs))
+    waves = np.zeros((n, c.num_samples), dtype=np.float32)
+    solid, color, size = (np.zeros(n, dtype=np.int64) for _ in range(3))
+    captions, snrs = [], np.zeros(n)
+    for i in range(n):
+        name, size_name = pairs[order[i]]
+        color_name = str(rng.choice(c.colors))
+        solid[i], color[i], size[i] = SOLID_WORDS.index(name), COLORS.index(color_name), SIZES.index(size_name)
+        captions.append(f"{size_name} {color_name} {name}")
+        waves[i], snrs[i] = _speak((size_name, color_name, name), c, rng)
+    return SpokenObjects(torch.from_numpy(waves), torch.from_numpy(solid), torch.from_numpy(color), torch.from_numpy(size),
+                         captions, torch.from_numpy(snrs.astype(np.float32)), c.sample_rate)
 
 
 class SpokenDescriptions(Dataset):

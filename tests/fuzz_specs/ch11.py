@@ -1,4 +1,5 @@
-"""Fuzz specs of chapter 11's point-cloud diffusion decoder (``mmllm_course.generators.point_diffusion``)."""
+"""Fuzz specs of chapter 11: the point-cloud diffusion decoder (``generators.point_diffusion``) and the capstone's
+pipeline (``mmllm_course.pipelines``)."""
 
 from __future__ import annotations
 
@@ -202,4 +203,96 @@ def specs(fuzz):
             lambda: [Call(load_point_judge)],
             lambda: [("a missing file", lambda: load_point_judge("/no/such/file.safetensors")), ("a number", lambda: load_point_judge(3))],
         ),
+    } | _pipeline_specs(fuzz)
+
+
+def _pipeline_specs(fuzz):
+    import functools
+
+    import torch
+
+    from mmllm_course.encoders.audio import AudioEncoder, LogMelSpectrogram
+    from mmllm_course.pipelines import (
+        CHAPTER11,
+        AudioTo3D,
+        AudioTo3DRecipe,
+        AudioTo3DResult,
+        NoObjectError,
+        SpokenRequests,
+        build_audio_to_3d,
+        capstone_failures,
+        evaluate_audio_to_3d,
+        make_capstone_data,
+        make_spoken_requests,
+        run_capstone,
+        train_capstone,
+    )
+
+    Spec, Call, _rand, _fs = fuzz.Spec, fuzz.Call, fuzz._rand, fuzz._fs
+    tiny = dataclasses.replace(CHAPTER11, train_size=10, reject_size=2, held_out_size=10, held_out_reject_size=2,
+                               encoder_steps=1, steps=1, batch_size=4, warmup_steps=1)
+
+    @functools.lru_cache(maxsize=1)
+    def model() -> AudioTo3D:
+        torch.manual_seed(0)
+        return build_audio_to_3d(AudioEncoder(tiny.encoder_config()), tiny, seed=0).eval()
+
+    @functools.lru_cache(maxsize=1)
+    def clips() -> SpokenRequests:
+        return make_spoken_requests(2, 1, seed=0)
+
+    def parts() -> tuple:
+        m = model()
+        return (LogMelSpectrogram(tiny.log_mel_config()), m.encoder, tiny.make_bridge(64), m.lm, m.tokenizer, m.decoder)
+
+    def judge():
+        from mmllm_course.generators.point_diffusion import load_point_judge
+
+        return load_point_judge()
+
+    metrics = {"class_accuracy": 0.97, "size_accuracy": 0.95, "chamfer_ratio": 0.25}
+    return {
+        "CHAPTER11": fuzz.CONSTANT,
+        "CAPSTONE_BARS": fuzz.CONSTANT,
+        "AudioTo3DRecipe": Spec(
+            lambda: [Call(AudioTo3DRecipe, kwargs=dict(bridge="mlp"))],
+            lambda: [("bridge qformer", lambda: AudioTo3DRecipe(bridge="qformer")),
+                     ("a bridge outside mlp and resampler", lambda: CHAPTER11.make_bridge(64, name="linear"))]),
+        "AudioTo3D": Spec(
+            lambda: [Call(AudioTo3D, parts(), dict(num_signal_tokens=2, prompt="Make the shape.", projector_width=32,
+                                                  projector_heads=2, projector_layers=1)),
+                     Call(model().generate, (clips().waveforms[:2],), dict(steps=2, guidance_scale=1.5, strict=False,
+                                                                           generator=torch.Generator().manual_seed(0)),
+                          rank_free=_fs("waveform")),
+                     Call(model().describe)],
+            lambda: [("8 kHz audio", lambda: model().generate(clips().waveforms[:1], sample_rate=8000)),
+                     ("a silent clip", lambda: model().generate(torch.zeros(1, 16000))),
+                     ("a clip of 0.1 s", lambda: model().generate(clips().waveforms[:1, :1600])),
+                     ("a clip of 2 s", lambda: model().generate(torch.randn(1, 32000))),
+                     ("no signal tokens (untrained LM), strict", lambda: model()(clips().waveforms[:1])),
+                     ("an empty prompt", lambda: AudioTo3D(*parts(), prompt=""))]),
+        "AudioTo3DResult": Spec(lambda: [Call(AudioTo3DResult, (_rand(1, 4, 3), torch.ones(1, dtype=torch.bool), ["x"], _rand(1, 2, 4)))],
+                                mutate=False),
+        "NoObjectError": Spec(lambda: [Call(NoObjectError, ("no object",))], mutate=False),
+        "SpokenRequests": Spec(lambda: [Call(SpokenRequests, (_rand(2, 8), torch.tensor([0, -1]), torch.tensor([1, 0]), ["a", "b"])),
+                                        Call(clips().subset, (torch.tensor([0, 2]),)), Call(clips().__len__)], mutate=False),
+        "make_spoken_requests": Spec(
+            lambda: [Call(make_spoken_requests, (2, 1), dict(seed=0), zero_ok=_fs("seed", "objects", "rejects"))],
+            lambda: [("no clip at all", lambda: make_spoken_requests(0, 0)),
+                     ("a dict config", lambda: make_spoken_requests(1, config={"speed_range": (1, 2)}))]),
+        "build_audio_to_3d": Spec(
+            lambda: [Call(build_audio_to_3d, (model().encoder, tiny, 0), dict(bridge="mlp"), zero_ok=_fs("seed"))],
+            lambda: [("a bridge name of no bridge", lambda: build_audio_to_3d(model().encoder, tiny, bridge="mlpp")),
+                     ("an lm without its tokenizer", lambda: build_audio_to_3d(model().encoder, tiny, lm=model().lm))]),
+        "capstone_failures": Spec(
+            lambda: [Call(capstone_failures, (metrics,))],
+            lambda: [("metrics without chamfer_ratio", lambda: capstone_failures({"class_accuracy": 1.0, "size_accuracy": 1.0}))]),
+        "evaluate_audio_to_3d": Spec(
+            lambda: [Call(evaluate_audio_to_3d, (model(), judge(), clips()), dict(steps=2, seed=0, reference_per_pair=2),
+                          zero_ok=_fs("seed"), run_good=False)],
+            lambda: [("the judge's classifier", lambda: evaluate_audio_to_3d(model(), judge().classifier, clips())),
+                     ("no object request", lambda: evaluate_audio_to_3d(model(), judge(), make_spoken_requests(0, 1)))]),
+        "make_capstone_data": Spec(lambda: [Call(make_capstone_data, (0, tiny), zero_ok=_fs("seed"), run_good=False)]),
+        "train_capstone": Spec(lambda: [Call(train_capstone, (0, tiny), zero_ok=_fs("seed"), run_good=False)]),
+        "run_capstone": Spec(lambda: [Call(run_capstone, (0, tiny), zero_ok=_fs("seed"), run_good=False)]),
     }
