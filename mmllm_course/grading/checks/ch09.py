@@ -531,6 +531,13 @@ def make_ddim_sampler(num_train_timesteps: int, beta_schedule: str, prediction_t
     return sampler
 
 
+def _x0_and_eps(a_t: torch.Tensor, out: torch.Tensor, x_t: torch.Tensor, v_model: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean latents and the noise a model output stands for, at alpha-bar ``a_t`` (a v or an epsilon model)."""
+    if v_model:
+        return a_t.sqrt() * x_t - (1 - a_t).sqrt() * out, a_t.sqrt() * out + (1 - a_t).sqrt() * x_t
+    return (x_t - (1 - a_t).sqrt() * out) / a_t.sqrt(), out
+
+
 def _ddim_variant(scheduler, out: torch.Tensor, t: int, prev: int, x: torch.Tensor, kind: str) -> torch.Tensor:
     abar = scheduler.alphas_cumprod.double()
     o, xt = out.double(), x.double()
@@ -543,15 +550,8 @@ def _ddim_variant(scheduler, out: torch.Tensor, t: int, prev: int, x: torch.Tens
         a_prev = abar[prev] if kind != "alpha" else scheduler.alphas.double()[prev]
     else:
         a_prev = torch.tensor(float(scheduler.final_alpha_cumprod), dtype=torch.float64)
-    v_model = scheduler.config.prediction_type == "v_prediction"
-    if kind == "other_type":
-        v_model = not v_model
-    if v_model:
-        x0 = a_t.sqrt() * xt - (1 - a_t).sqrt() * o
-        eps = a_t.sqrt() * o + (1 - a_t).sqrt() * xt
-    else:
-        x0 = (xt - (1 - a_t).sqrt() * o) / a_t.sqrt()
-        eps = o
+    v_model = (scheduler.config.prediction_type == "v_prediction") != (kind == "other_type")
+    x0, eps = _x0_and_eps(a_t, o, xt, v_model)
     if kind == "x0":
         return x0.to(x.dtype)
     if kind == "no_sqrt":
@@ -634,7 +634,7 @@ def _ddpm_step_variant(scheduler, out: torch.Tensor, t: int, x: torch.Tensor, z:
     alpha = a_t / a_prev if kind != "abar" else a_t  # this step's alpha_t
     beta = 1 - alpha
     v_model = (scheduler.config.prediction_type == "v_prediction") != (kind == "other_type")
-    x0 = a_t.sqrt() * xt - (1 - a_t).sqrt() * o if v_model else (xt - (1 - a_t).sqrt() * o) / a_t.sqrt()
+    x0, _ = _x0_and_eps(a_t, o, xt, v_model)
     if kind == "x0":
         return x0.to(x.dtype)
     mean = a_prev.sqrt() * beta / (1 - a_t) * x0 + alpha.sqrt() * (1 - a_prev) / (1 - a_t) * xt
