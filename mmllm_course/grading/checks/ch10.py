@@ -697,7 +697,6 @@ TRAIN_TOKENIZER_MAX_TOKENS = 64  # tokens per image at most: a compact tokenizer
 TRAIN_TOKENIZER_MAX_CODES = 1024
 TRAIN_TOKENIZER_PSNR = 22.0  # dB on held-out images, from the tokens alone (set from the 5-seed run, see the docstring)
 TRAIN_TOKENIZER_JUDGE_COLOR = 0.90  # the chapter-9 judge reads the colour on this fraction of the reconstructions
-TRAIN_TOKENIZER_JUDGE_SHAPE = 0.30  # ... and the shape (chance 20%): the hard part for a 64-token, 128-code tokenizer
 TRAIN_TOKENIZER_MIN_CODES = 16  # distinct codes used on the held-out images
 TRAIN_TOKENIZER_STEPS = 1000  # the solution's training steps
 
@@ -795,8 +794,6 @@ def train_tokenizer_failures(metrics: dict[str, float]) -> list[str]:
         out.append(f"PSNR {metrics['psnr']:.2f} dB < {TRAIN_TOKENIZER_PSNR:g} dB")
     if metrics["judge_color"] < TRAIN_TOKENIZER_JUDGE_COLOR:
         out.append(f"judge colour {metrics['judge_color']:.1%} < {TRAIN_TOKENIZER_JUDGE_COLOR:.0%}")
-    if metrics["judge_shape"] < TRAIN_TOKENIZER_JUDGE_SHAPE:
-        out.append(f"judge shape {metrics['judge_shape']:.1%} < {TRAIN_TOKENIZER_JUDGE_SHAPE:.0%} (chance 20%)")
     if metrics["codes_used"] < TRAIN_TOKENIZER_MIN_CODES:
         out.append(f"codes used {metrics['codes_used']:.0f} < {TRAIN_TOKENIZER_MIN_CODES}")
     return out
@@ -836,13 +833,14 @@ def _check_train_tokenizer(model) -> str:
         if m["codes_used"] < TRAIN_TOKENIZER_MIN_CODES:
             why.append("most codes are dead (no vector picks them, so they never move): initialise the codebook from "
                        "encoder outputs and restart unused codes during training")
-        if m["judge_shape"] < TRAIN_TOKENIZER_JUDGE_SHAPE and m["judge_color"] >= TRAIN_TOKENIZER_JUDGE_COLOR:
-            why.append("colour survives but shapes blur: train longer or use more codes")
+        if m["judge_color"] < TRAIN_TOKENIZER_JUDGE_COLOR:
+            why.append("the colours are lost: the grey background is most of every image, so weight the shape's pixels "
+                       "more in the squared error")
         raise CheckFailed(f"{detail}. Below the bar: {'; '.join(misses)}" + (f". {'; '.join(why).capitalize()}." if why else "."))
-    return (f"{detail}. Above every bar (PSNR {TRAIN_TOKENIZER_PSNR:g} dB, judge colour {TRAIN_TOKENIZER_JUDGE_COLOR:.0%} "
-            f"and shape {TRAIN_TOKENIZER_JUDGE_SHAPE:.0%}, {TRAIN_TOKENIZER_MIN_CODES} codes used): your image is now a "
-            "short sequence of integers that decodes back. The shape is what 64 tokens of 7 bits lose first: the "
-            "chapter's trade-off.")
+    return (f"{detail}. Above every bar (PSNR {TRAIN_TOKENIZER_PSNR:g} dB, judge colour {TRAIN_TOKENIZER_JUDGE_COLOR:.0%}, "
+            f"{TRAIN_TOKENIZER_MIN_CODES} codes used; the shape is reported, not graded: chance is 20%): your image is now a "
+            "short sequence of integers that decodes back. The shape's edges are what a short training of 64 tokens of "
+            "7 bits loses first: the chapter's trade-off.")
 
 
 def _train_tokenizer_solution_modules(num_codes: int = 128, code_dim: int = 16) -> nn.Module:
@@ -874,8 +872,11 @@ def train_tokenizer_solution(seed: int = 0, steps: int = TRAIN_TOKENIZER_STEPS, 
     """The solution notebook's training (exercise 8) with the library's quantiser: the trained tokenizer, eval mode.
 
     Seed ``seed`` sets the weights, the training images (``generate_shapes(train_size, seed=seed)``) and the batch
-    order. Batches of 64, Adam at a constant 2e-3, the codebook started from encoder outputs at step 0, and every
-    code no vector of the last batch picked moved onto a random encoder output every 100 steps.
+    order. Batches of 64, Adam at a constant 2e-3, the squared error weighted 5x on the shape's pixels (the grey
+    background is most of an image: unweighted, seed 4 lost the colours, 47%), the codebook started from encoder
+    outputs at step 0, and every
+    code no vector of the last batch picked moved onto a random encoder output every 100 steps for the first 80% of
+    the steps (a restart at the very end leaves the decoder codes it never learned: seed 4 then lost the colour).
     """
     from mmllm_course.data import generate_shapes
 
@@ -894,11 +895,13 @@ def train_tokenizer_solution(seed: int = 0, steps: int = TRAIN_TOKENIZER_STEPS, 
                 z = model.encoder(x).permute(0, 2, 3, 1).reshape(-1, d)
                 model.quantizer.embedding.weight.copy_(z[torch.randperm(len(z), generator=g)[:k]])
         recon, vq_loss, indices = model(x)
-        loss = F.mse_loss(recon, x) + vq_loss
+        background = x.flatten(2).median(dim=2).values[..., None, None]  # (B, 3, 1, 1): the grey of each image
+        weight = 1.0 + 4.0 * ((x - background).abs().amax(1, keepdim=True) > 0.1)  # the shape's pixels count 5x
+        loss = (weight * (recon - x) ** 2).mean() + vq_loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % 100 == 99:
+        if step % 100 == 99 and step < 0.8 * steps:  # no restart near the end: the decoder must learn the moved codes
             with torch.no_grad():
                 dead = (torch.bincount(indices.flatten(), minlength=k) == 0).nonzero().flatten()
                 z = model.encoder(x).permute(0, 2, 3, 1).reshape(-1, d)
