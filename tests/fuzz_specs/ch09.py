@@ -135,6 +135,7 @@ def specs(fuzz):
                      ("a missing file", lambda: load_judge("/no/such/file.safetensors"))]),
     }
     specs.update(_output_specs(fuzz))
+    specs.update(_pipeline_specs(fuzz, generator, judge))
     return specs
 
 
@@ -233,3 +234,88 @@ def _text(width: int):
     from mmllm_course.encoders import TextTransformer, TextTransformerConfig
 
     return TextTransformer(TextTransformerConfig(vocab_size=512, context_length=16, dim=width))
+
+
+def _pipeline_specs(fuzz, generator, judge):
+    """Specs of the chapter-9 pipeline and recipe, on a tiny LM and the tiny generator above (untrained: no image is drawn)."""
+    import dataclasses
+
+    from mmllm_course.output import (
+        CHAPTER9,
+        Chapter9Recipe,
+        ImageGeneratingLM,
+        ImageGeneration,
+        draw_request,
+        evaluate_output_side,
+        held_out_requests,
+        train_output_side,
+    )
+
+    Spec, Call, _fs = fuzz.Spec, fuzz.Call, fuzz._fs
+    prompts = ["draw a small red circle in the top left", "paint a large blue star in the top right"]
+    tiny = dataclasses.replace(CHAPTER9, train_size=40, row_steps=2, steps=2, batch_size=8, denoise_batch=2, text_batch=4,
+                               warmup_steps=1, eval_requests=2, sample_steps=1)
+
+    def model() -> ImageGeneratingLM:
+        torch.manual_seed(0)
+        lm, tok = _tiny_lm()
+        return ImageGeneratingLM(lm, tok, generator(), num_signal_tokens=2)
+
+    def batch():
+        m = model()
+        ids, mask, _ = m.request_batch(prompts)
+        return m, ids, mask
+
+    return {
+        "REQUEST_TEMPLATES": fuzz.CONSTANT,
+        "HELD_OUT_TEMPLATES": fuzz.CONSTANT,
+        "CHAPTER9": fuzz.CONSTANT,
+        "CHAPTER9_BARS": fuzz.CONSTANT,
+        "draw_request": Spec(
+            lambda: [Call(draw_request, ("a small red circle in the top left",), dict(template="draw {}"))],
+            lambda: [("an empty caption", lambda: draw_request(" ")),
+                     ("a template without {}", lambda: draw_request("a red circle", "draw")),
+                     ("a template with two {}", lambda: draw_request("a red circle", "{} and {}")),
+                     ("a number as caption", lambda: draw_request(3))]),
+        "ImageGeneration": Spec(lambda: [Call(ImageGeneration, ("draw it", "", None, "no image"))], mutate=False),
+        "ImageGeneratingLM": Spec(
+            lambda: [Call(ImageGeneratingLM, (*_tiny_lm(), generator()), dict(num_signal_tokens=2)),
+                     Call(model(), (batch()[1], batch()[2])),
+                     Call(model().lm_forward, (batch()[1], batch()[2])),
+                     Call(model().generate_images, (prompts,), dict(num_inference_steps=1, guidance_scale=2.0, seed=0),
+                          zero_ok=_fs("seed")),
+                     Call(model().generate_image, (prompts[0],), dict(num_inference_steps=1)),
+                     Call(model().emit, (prompts,), dict(max_new_tokens=2)),
+                     Call(model().signal_hidden, (prompts,)),
+                     Call(model().conditioning, (prompts,)),
+                     Call(model().request_batch, (prompts,))],
+            lambda: [("a single str as prompts", lambda: model().generate_images(prompts[0])),
+                     ("a list as one prompt", lambda: model().generate_image(prompts)),
+                     ("a prompt beyond the context", lambda: model().generate_image("draw " + "a small red circle " * 40)),
+                     ("rows without the signal tokens", lambda: model().lm_forward(torch.tensor([[2, 5, 6, 7]]))),
+                     ("ids beyond the vocabulary", lambda: model().lm_forward(torch.tensor([[2, 5, 10_000]]))),
+                     ("a projector of the wrong width", lambda: ImageGeneratingLM(*_tiny_lm(), generator(), projector=_projector(33))),
+                     ("a module as generator", lambda: ImageGeneratingLM(*_tiny_lm(), torch.nn.Linear(2, 2))),
+                     ("more sampling steps than the schedule", lambda: model().generator.sample(torch.zeros(1, 16, 64),
+                                                                                                   num_inference_steps=51))]),
+        "Chapter9Recipe": Spec(
+            lambda: [Call(Chapter9Recipe, kwargs=dict(row_steps=5, steps=5, batch_size=8, denoise_batch=4, lr=1e-3, row_lr=1e-2,
+                                                      weight_l2=0.5, data_seed=3), zero_ok=_fs("data_seed"))],
+            lambda: [("denoise batch above the batch", lambda: Chapter9Recipe(batch_size=8, denoise_batch=16)),
+                     ("guidance above 50", lambda: Chapter9Recipe(guidance_scale=60.0)),
+                     ("a negative loss weight", lambda: Chapter9Recipe(weight_nll=-1.0))]),
+        "held_out_requests": Spec(lambda: [Call(held_out_requests, (4,), dict(seed=3), zero_ok=_fs("seed"))]),
+        "train_output_side": Spec(
+            lambda: [Call(train_output_side, (tiny, 0), dict(model=model()), zero_ok=_fs("seed"))],
+            lambda: [("unknown stage", lambda: train_output_side(tiny, 0, model=model(), stages=("lm",))),
+                     ("a str as stages", lambda: train_output_side(tiny, 0, model=model(), stages="rows"))]),
+        "evaluate_output_side": Spec(
+            lambda: [Call(evaluate_output_side, (model(), judge(), tiny), dict(n=2, baselines=True))],
+            lambda: [("a module as judge", lambda: evaluate_output_side(model(), torch.nn.Linear(2, 2), tiny, n=2))]),
+    }
+
+
+def _projector(width: int):
+    from mmllm_course.output import OutputProjectorConfig
+
+    return OutputProjectorConfig(lm_dim=32, cond_dim=width, num_queries=16)
