@@ -478,7 +478,7 @@ SEED_RUNS: dict[str, SeedRun] = {
                                  "signal-token states; the frozen generator's images of held-out requests as "
                                  "ch09.train_projector measures them (colour and shape, bar 80%)", _chapter9_exercise,
                                  _chapter9_exercise_failures),
-    "chapter11_exercise": SeedRun("chapter 11 exercise: the solution's output projector (500 steps on the frozen LM's "
+    "chapter11_exercise": SeedRun("chapter 11 exercise: the solution's output projector (1,000 steps on the frozen LM's "
                                   "[3D0] [3D1] states after 40 written requests), as ch11.train_projector measures it",
                                   _chapter11_exercise, _chapter11_exercise_failures),
     "chapter11_decoder": SeedRun("chapter 11 (library; its notebook is still to come): the frozen point-cloud decoder, class "

@@ -4,9 +4,17 @@ Besides ``correct`` and ``wrong``, an exercise may list ``diagnoses``: ``{label:
 wrong answer whose ``fail`` message must contain ``words`` (the check names that mistake, not another).
 """
 
+import dataclasses
+
 import torch
 
-from mmllm_course.grading.checks.ch11 import audio_to_lm_inputs_reference, capstone_reference_flow
+from mmllm_course.generators.point_diffusion import make_point_schedulers
+from mmllm_course.grading.checks.ch11 import (
+    audio_to_lm_inputs_reference,
+    capstone_model,
+    capstone_reference_flow,
+    waveform_to_cloud_reference,
+)
 from mmllm_course.viz import FlowStage
 
 # ------------------------------------------------------------------------------------------- audio_tokens
@@ -248,6 +256,7 @@ def step_returns_output(denoiser, x_t, t, cond, null_cond, scheduler, guidance_s
 
 
 # ------------------------------------------------------------------------------------------- flow
+# The wrong flows are edits of the check's reference (AudioTo3D.describe()), so they follow the pipeline's sizes.
 
 
 def flow_reference():
@@ -256,60 +265,125 @@ def flow_reference():
 
 
 def flow_merged_encoder():
-    """Correct, written differently: log-mel inside one encoder stage, other names, 'L' for the sequence, no output end
-    stage but the cloud as part 'output' only once."""
+    """Correct, written differently: log-mel inside one encoder stage, the LM and its signal hidden states as one stage,
+    other names, the sequence length as a number."""
+    flow = capstone_reference_flow()
+    ref = {name: flow[_stage(flow, name)] for name in _WHERE}
+    wave, mel, enc = ref["waveform"].output_shape, ref["log-mel"].output_shape, ref["audio encoder"].output_shape
+    bridged, sig = ref["LM + prompt"].input_shape, ref["[3D] hidden states"].output_shape
+    cond, cloud = ref["output projector"].output_shape, ref["point diffusion decoder"].output_shape
+    assert mel
     return [
-        FlowStage("speech", "input", ("B", 16000), ("B", 16000)),
-        FlowStage("Whisper-style encoder (with its log-mel)", "encoder", ("B", 16000), ("B", 50, 64)),
-        FlowStage("2-layer MLP", "input bridge", ("B", 50, 64), ("B", 50, 128)),
-        FlowStage("causal LM + signal hidden states", "LLM backbone", ("B", 50, 128), ("B", 4, 128)),
-        FlowStage("NExT-GPT-style projector", "output projector", ("B", 4, 128), ("B", 2, 64)),
-        FlowStage("DDIM sampler", "generator", ("B", 2, 64), ("B", 256, 3)),
-        FlowStage("object", "output", ("B", 256, 3), ("B", 256, 3)),
+        FlowStage("speech", "input", wave, wave),
+        FlowStage("Whisper-style encoder (with its log-mel)", "encoder", wave, enc),
+        FlowStage("Perceiver resampler", "input bridge", enc, bridged),
+        FlowStage("causal LM, then its states at [3D0] [3D1]", "LLM backbone", bridged, sig),
+        FlowStage("NExT-GPT-style projector", "output projector", sig, cond),
+        FlowStage("DDIM sampler", "generator", cond, cloud),
+        FlowStage("object", "output", cloud, cloud),
     ]
 
 
-def _edited(**changes):
-    """The reference flow with some stages replaced: ``changes`` maps a stage index to a FlowStage (or None: removed)."""
-    def flow():
-        stages = capstone_reference_flow()
-        for i, stage in sorted(changes.items(), key=lambda kv: -int(kv[0][1:])):
-            idx = int(i[1:])
-            if stage is None:
-                del stages[idx]
-            else:
-                stages[idx] = stage
-        return stages
+_WHERE = {"waveform": ("input", 0), "log-mel": ("encoder", 0), "audio encoder": ("encoder", -1), "bridge": ("input bridge", 0),
+          "LM + prompt": ("LLM backbone", 0),
+          "[3D] hidden states": ("LLM backbone", -1), "output projector": ("output projector", 0),
+          "point diffusion decoder": ("generator", -1), "point cloud": ("output", -1)}
 
+
+def _stage(flow, name):
+    """The index of a stage, found by its place on the map (so the cases follow the pipeline's own stage names)."""
+    part, pos = _WHERE[name]
+    return [i for i, s in enumerate(flow) if s.part == part][pos]
+
+
+def _replace(flow, name, **changes):
+    i = _stage(flow, name)
+    flow[i] = dataclasses.replace(flow[i], **changes)
+
+
+def flow_mel_transposed():
+    """Wrong: the log-mel written (B, F, M)."""
+    flow = capstone_reference_flow()
+    b, m, f = flow[_stage(flow, "log-mel")].output_shape
+    _replace(flow, "log-mel", output_shape=(b, f, m))
+    _replace(flow, "audio encoder", input_shape=(b, f, m))
     return flow
 
 
-flow_mel_transposed = _edited(
-    s1=FlowStage("log-mel", "encoder", ("B", 16000), ("B", 100, 80)),
-    s2=FlowStage("audio encoder", "encoder", ("B", 100, 80), ("B", 50, 64)),
-)
-flow_no_projector = _edited(
-    s6=None,
-    s7=FlowStage("point diffusion decoder", "generator", ("B", 4, 128), ("B", 256, 3)),
-)
-flow_projector_reads_all = _edited(
-    s5=None,
-    s6=FlowStage("output projector", "output projector", ("B", "T", 128), ("B", 2, 64)),
-)
-flow_bridge_keeps_width = _edited(
-    s3=FlowStage("MLP bridge", "input bridge", ("B", 50, 64), ("B", 50, 64)),
-    s4=FlowStage("LM", "LLM backbone", ("B", 50, 64), ("B", "T", 128)),
-)
-flow_cloud_transposed = _edited(
-    s7=FlowStage("point diffusion decoder", "generator", ("B", 2, 64), ("B", 3, 256)),
-    s8=FlowStage("point cloud", "output", ("B", 3, 256), ("B", 3, 256)),
-)
-flow_bridge_after_lm = _edited(
-    s3=FlowStage("LM", "LLM backbone", ("B", 50, 64), ("B", 50, 64)),
-    s4=FlowStage("MLP bridge", "input bridge", ("B", 50, 64), ("B", "T", 128)),
-)
-flow_chain_broken = _edited(s5=FlowStage("[3D] hidden states", "LLM backbone", ("B", 50, 128), ("B", 4, 128)))
-flow_unknown_part = _edited(s6=FlowStage("output projector", "projector", ("B", 4, 128), ("B", 2, 64)))
+def flow_no_projector():
+    """Wrong: the signal hidden states straight into the decoder."""
+    flow = capstone_reference_flow()
+    sig = flow[_stage(flow, "[3D] hidden states")].output_shape
+    del flow[_stage(flow, "output projector")]
+    _replace(flow, "point diffusion decoder", input_shape=sig)
+    return flow
+
+
+def flow_projector_reads_all():
+    """Wrong: the projector fed every position of the sequence."""
+    flow = capstone_reference_flow()
+    seq = flow[_stage(flow, "[3D] hidden states")].input_shape
+    del flow[_stage(flow, "[3D] hidden states")]
+    _replace(flow, "output projector", input_shape=seq)
+    return flow
+
+
+def flow_other_bridge_tokens():
+    """Wrong: the other bridge's token count (a resampler's 8 queries where the capstone's MLP keeps all, or the reverse)."""
+    from mmllm_course.pipelines import CHAPTER11
+
+    flow = capstone_reference_flow()
+    i = next(i for i, s in enumerate(flow) if s.part == "input bridge")
+    b, k_a, d = flow[i].output_shape
+    n_a = flow[i].input_shape[1]
+    other = CHAPTER11.num_queries if k_a == n_a else n_a
+    flow[i] = dataclasses.replace(flow[i], output_shape=(b, other, d))
+    _replace(flow, "LM + prompt", input_shape=(b, other, d))
+    return flow
+
+
+def flow_no_stride():
+    """Wrong: one encoder token per mel frame (the stem's stride 2 forgotten)."""
+    flow = capstone_reference_flow()
+    b, m, f = flow[_stage(flow, "log-mel")].output_shape
+    d = flow[_stage(flow, "audio encoder")].output_shape[-1]
+    _replace(flow, "audio encoder", output_shape=(b, f, d))
+    _replace(flow, "bridge", input_shape=(b, f, d))
+    return flow
+
+
+def flow_cloud_transposed():
+    """Wrong: the cloud written (B, 3, N)."""
+    flow = capstone_reference_flow()
+    b, n, three = flow[_stage(flow, "point cloud")].output_shape
+    _replace(flow, "point diffusion decoder", output_shape=(b, three, n))
+    _replace(flow, "point cloud", input_shape=(b, three, n), output_shape=(b, three, n))
+    return flow
+
+
+def flow_bridge_after_lm():
+    """Wrong: the bridge placed after the LM."""
+    flow = capstone_reference_flow()
+    i = next(i for i, s in enumerate(flow) if s.part == "input bridge")
+    j = _stage(flow, "LM + prompt")
+    bridge, lm = flow[i], flow[j]
+    flow[i] = dataclasses.replace(lm, input_shape=bridge.input_shape, output_shape=bridge.input_shape)
+    flow[j] = dataclasses.replace(bridge, input_shape=bridge.input_shape, output_shape=lm.output_shape)
+    return flow
+
+
+def flow_chain_broken():
+    """Wrong: a stage's input is not the previous stage's output."""
+    flow = capstone_reference_flow()
+    _replace(flow, "[3D] hidden states", input_shape=flow[_stage(flow, "LM + prompt")].input_shape)
+    return flow
+
+
+def flow_unknown_part():
+    """Wrong: a part the map does not have."""
+    flow = capstone_reference_flow()
+    _replace(flow, "output projector", part="projector")
+    return flow
 
 
 def flow_one_stage():
@@ -320,6 +394,113 @@ def flow_one_stage():
 def flow_of_dicts():
     """Wrong: dicts instead of FlowStage."""
     return [{"name": s.name, "part": s.part} for s in capstone_reference_flow()]
+
+
+# ------------------------------------------------------------------------------------------- build_pipeline
+
+
+def build_reference(model, waveforms, generator, steps, guidance_scale):
+    """Correct: the check's reference."""
+    return waveform_to_cloud_reference(model, waveforms, generator, steps, guidance_scale)
+
+
+def _own_path(model, waveforms, generator, steps, guidance_scale, *, prompt=True, audio_first=True, shift=0,
+              scale=True, guided=True, step_delta=0, embeddings=False):
+    """Written out by hand (a DDIM loop of its own, the last K positions as the signal tokens); the options make mistakes."""
+    b = waveforms.shape[0]
+    table = model.lm.get_input_embeddings()
+    audio = model.bridge(model.encoder(model.log_mel(waveforms)))
+    parts = [table(torch.tensor(model.prompt_ids).expand(b, -1))] if prompt else []
+    parts = [audio] + parts if audio_first else parts + [audio]
+    signal = table(torch.tensor(model.signal_ids).expand(b, -1))
+    embeds = torch.cat(parts + [signal], dim=1)
+    k = len(model.signal_ids)
+    hidden = model.lm(inputs_embeds=embeds, output_hidden_states=True).hidden_states[-1]
+    sig = signal if embeddings else hidden[:, hidden.shape[1] - k - shift: hidden.shape[1] - shift]
+    cond = model.projector(sig)
+    dec = model.decoder
+    scheduler = make_point_schedulers(dec.config, max(1, steps + step_delta))[1]
+    x = torch.randn((b, dec.config.num_points, 3), generator=generator)
+    w = guidance_scale if guided else 1.0
+    for t in scheduler.timesteps:
+        t = int(t)
+        v_c = dec.denoiser(x, t, cond)
+        v_u = dec.denoiser(x, t, dec.null_cond.expand(b, -1, -1))
+        v = v_u + w * (v_c - v_u)
+        x = scheduler.step(v, t, x).prev_sample
+    return cond, x / dec.config.point_scale if scale else x
+
+
+def build_by_hand(model, waveforms, generator, steps, guidance_scale):
+    """Correct, written differently."""
+    return _own_path(model, waveforms, generator, steps, guidance_scale)
+
+
+def build_library_sample(model, waveforms, generator, steps, guidance_scale):
+    """Correct, written differently: the hand-made conditioning, then the decoder's own sampler."""
+    cond, _ = _own_path(model, waveforms, torch.Generator().manual_seed(0), 1, 1.0)
+    return cond, model.decoder.sample(cond, steps=steps, guidance_scale=guidance_scale, generator=generator)
+
+
+def _build_wrong(**options):
+    def build(model, waveforms, generator, steps, guidance_scale):
+        return _own_path(model, waveforms, generator, steps, guidance_scale, **options)
+
+    return build
+
+
+build_no_prompt = _build_wrong(prompt=False)
+build_prompt_first = _build_wrong(audio_first=False)
+build_one_before = _build_wrong(shift=1)
+build_embeddings = _build_wrong(embeddings=True)
+build_no_point_scale = _build_wrong(scale=False)
+build_no_guidance = _build_wrong(guided=False)
+build_one_step_less = _build_wrong(step_delta=-1)
+
+
+def build_clouds_only(model, waveforms, generator, steps, guidance_scale):
+    """Wrong: the clouds alone, not (conditioning, clouds)."""
+    return build_reference(model, waveforms, generator, steps, guidance_scale)[1]
+
+
+# ------------------------------------------------------------------------------------------- train_projector
+# Oracles, as chapter 8's cases: no training here (the solution's own training is graded with the solutions notebook
+# and measured over seeds by the bench); they give the check conditionings of known quality.
+
+
+class OracleTextTo3D(torch.nn.Module):
+    """The true conditioning of each request, read off its words; ``noise``: added to it; ``wrong_every``: every k-th
+    request gets the next solid's conditioning; ``collapse``: the mean conditioning for every request."""
+
+    def __init__(self, noise=0.0, wrong_every=0, collapse=False, tokens=None):
+        super().__init__()
+        self.noise, self.wrong_every, self.collapse, self.tokens = noise, wrong_every, collapse, tokens
+
+    def conditioning(self, captions):
+        from mmllm_course.data.points import SOLIDS
+        from mmllm_course.data.shapes import SIZES
+
+        words = [c.split() for c in captions]
+        solid = torch.tensor([SOLIDS.index(w[-1]) for w in words])
+        size = torch.tensor([SIZES.index(w[1]) for w in words])
+        if self.wrong_every:
+            rows = torch.arange(len(captions)) % self.wrong_every == 0
+            solid = torch.where(rows, (solid + 1) % len(SOLIDS), solid)
+        with torch.no_grad():
+            cond = capstone_model().decoder.condition(solid, size)
+        if self.collapse:
+            cond = cond.mean(dim=0, keepdim=True).expand_as(cond).clone()
+        if self.noise:
+            cond = cond + self.noise * torch.randn(cond.shape, generator=torch.Generator().manual_seed(3))
+        return cond[:, : self.tokens] if self.tokens else cond
+
+    def forward(self, captions):
+        return self.conditioning(captions)
+
+
+def projector_oracle_function():
+    """Correct: a zero-argument function that returns the trained object."""
+    return OracleTextTo3D()
 
 
 CASES = {
@@ -409,7 +590,8 @@ CASES = {
             "log-mel transposed": flow_mel_transposed,
             "no output projector": flow_no_projector,
             "projector reads every position": flow_projector_reads_all,
-            "bridge keeps the encoder's width": flow_bridge_keeps_width,
+            "the other bridge's tokens": flow_other_bridge_tokens,
+            "no stride": flow_no_stride,
             "cloud transposed": flow_cloud_transposed,
             "bridge after the LM": flow_bridge_after_lm,
             "chain broken": flow_chain_broken,
@@ -420,14 +602,53 @@ CASES = {
         "diagnoses": {
             "log-mel transposed": (flow_mel_transposed, "another order"),
             "no output projector": (flow_no_projector, "no stage in the part 'output projector'"),
-            "projector reads every position": (flow_projector_reads_all, "AT the 4 signal tokens"),
-            "bridge keeps the encoder's width": (flow_bridge_keeps_width, "dimension matching"),
+            "projector reads every position": (flow_projector_reads_all, "AT the 2 signal tokens"),
+            "the other bridge's tokens": (flow_other_bridge_tokens, "tokens per clip"),
+            "no stride": (flow_no_stride, "halves the frames"),
             "cloud transposed": (flow_cloud_transposed, "another order"),
             "bridge after the LM": (flow_bridge_after_lm, "comes after"),
             "chain broken": (flow_chain_broken, "does not match"),
             "unknown part": (flow_unknown_part, "unknown part"),
             "one stage": (flow_one_stage, "LIST"),
             "dicts": (flow_of_dicts, "must be a FlowStage"),
+        },
+    },
+    "ch11.build_pipeline": {
+        "correct": [build_reference, build_by_hand, build_library_sample],
+        "wrong": {
+            "no prompt": build_no_prompt,
+            "prompt first": build_prompt_first,
+            "one position before": build_one_before,
+            "token embeddings": build_embeddings,
+            "no point_scale": build_no_point_scale,
+            "no guidance": build_no_guidance,
+            "one step less": build_one_step_less,
+            "clouds only": build_clouds_only,
+        },
+        "diagnoses": {
+            "no prompt": (build_no_prompt, "without the prompt"),
+            "prompt first": (build_prompt_first, "BEFORE the audio"),
+            "one position before": (build_one_before, "one position before"),
+            "token embeddings": (build_embeddings, "EMBEDDINGS"),
+            "no point_scale": (build_no_point_scale, "point_scale"),
+            "no guidance": (build_no_guidance, "without guidance"),
+            "one step less": (build_one_step_less, "DDIM step too few"),
+            "clouds only": (build_clouds_only, "a pair"),
+        },
+    },
+    "ch11.train_projector": {
+        "correct": [OracleTextTo3D(), OracleTextTo3D(noise=0.02), projector_oracle_function],
+        "wrong": {
+            "a third pointed at another solid": OracleTextTo3D(wrong_every=3),
+            "one conditioning for every request": OracleTextTo3D(collapse=True),
+            "one token": OracleTextTo3D(tokens=1),
+            "the class": OracleTextTo3D,
+        },
+        "diagnoses": {
+            "a third pointed at another solid": (OracleTextTo3D(wrong_every=3), "does not point at the described object"),
+            "one conditioning for every request": (OracleTextTo3D(collapse=True), "does not point at the described object"),
+            "one token": (OracleTextTo3D(tokens=1), "(n, L, C)"),
+            "the class": (OracleTextTo3D, "not its class"),
         },
     },
     "ch11.q1": {"answer": "b", "wrong": ["a", "c", "d"]},
