@@ -25,7 +25,6 @@ term, a bug kept for old checkpoints); ``legacy=False`` is the paper's loss and 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
