@@ -491,6 +491,10 @@ SEED_RUNS: dict[str, SeedRun] = {
                                   "held-out reconstruction as ch10.train_tokenizer measures it (PSNR 22 dB, judge colour "
                                   "90%, 16 codes used; the judge's shape reading printed, not a bar)", _chapter10_exercise,
                                   _chapter10_exercise_failures),
+    "chapter10": SeedRun("chapter 10: the shipped image-token LM judged on 128 held-out requests (seed: sampling and requests) "
+                         "and the notebook's seven equal-budget trade-off tokenizers (seed: init, data, order)",
+                         lambda seed: __import__("mmllm_course.visual_tokens.chapter", fromlist=["x"]).run_chapter10(seed),
+                         lambda metrics: __import__("mmllm_course.visual_tokens.chapter", fromlist=["x"]).chapter10_failures(metrics)),
 }
 
 
