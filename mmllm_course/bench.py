@@ -478,6 +478,10 @@ SEED_RUNS: dict[str, SeedRun] = {
                                  "signal-token states; the frozen generator's images of held-out requests as "
                                  "ch09.train_projector measures them (colour and shape, bar 80%)", _chapter9_exercise,
                                  _chapter9_exercise_failures),
+    "chapter9": SeedRun("chapter 9: the output side (signal rows by NLL, projector by l2 + denoising) on chapter 5's LM and the "
+                        "frozen generator; held-out requests end to end (colour and shape), true and random conditioning",
+                        lambda seed: __import__("mmllm_course.output.recipe", fromlist=["x"]).run_chapter9(seed),
+                        lambda metrics: __import__("mmllm_course.output.recipe", fromlist=["x"]).chapter9_failures(metrics)),
     "chapter11_exercise": SeedRun("chapter 11 exercise: the solution's output projector (1,000 steps on the frozen LM's "
                                   "[3D0] [3D1] states after 40 written requests), as ch11.train_projector measures it",
                                   _chapter11_exercise, _chapter11_exercise_failures),
