@@ -639,13 +639,13 @@ CASES = {
     "ch11.train_projector": {
         "correct": [OracleTextTo3D(), OracleTextTo3D(noise=0.02), projector_oracle_function],
         "wrong": {
-            "a third pointed at another solid": OracleTextTo3D(wrong_every=3),
+            "half pointed at another solid": OracleTextTo3D(wrong_every=2),
             "one conditioning for every request": OracleTextTo3D(collapse=True),
             "one token": OracleTextTo3D(tokens=1),
             "the class": OracleTextTo3D,
         },
         "diagnoses": {
-            "a third pointed at another solid": (OracleTextTo3D(wrong_every=3), "does not point at the described object"),
+            "half pointed at another solid": (OracleTextTo3D(wrong_every=2), "does not point at the described object"),
             "one conditioning for every request": (OracleTextTo3D(collapse=True), "does not point at the described object"),
             "one token": (OracleTextTo3D(tokens=1), "(n, L, C)"),
             "the class": (OracleTextTo3D, "not its class"),

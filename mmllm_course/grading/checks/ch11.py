@@ -668,14 +668,15 @@ def _check_build_pipeline(fn) -> str:
 # --------------------------------------------------------------------------------------------------
 # ch11.train_projector: the learner's own loop trains the output projector; the frozen decoder and judge measure it
 # --------------------------------------------------------------------------------------------------
-# The bars: the conditioning points at the described object (nearest true conditioning) for 75% of the requests (chance
-# 10%); the objects the frozen decoder draws from it are judged the described solid at most 20 points less often than
+# The bars: the conditioning points at the described object (nearest true conditioning) for 60% of the requests (chance
+# 10%); the objects the frozen decoder draws from it are judged the described solid at most 35 points less often than
 # those drawn from the true conditioning with the same noise (the decoder and judge have errors of their own), and the
-# described size for 90%. Measured for the solution over 5 seeds (bench, 1 thread, under load): 500 steps gave
-# cond_accuracy 87.5-97.5% and class 80-92.5% (true 97.5%), which left 90% / 10-point bars no headroom, hence
-# 1,000 steps and these bars.
-TRAIN_PROJECTOR_BARS = {"cond_accuracy": 0.75, "size_accuracy": 0.90}
-TRAIN_PROJECTOR_CLASS_GAP = 0.20
+# described size for 90%. Measured for the solution over 5 seeds (bench, 1 thread, under load), 1,000 steps:
+# cond_accuracy 100 / 90 / 75 / 100 / 100%, class 97.5 / 92.5 / 72.5 / 97.5 / 97.5% (true conditioning 97.5%), size
+# 97.5-100%. Most seeds fit every request; some leave a few requests of one colour pointing at a neighbouring solid
+# (500 steps: cond 87.5-97.5%, class 80-92.5%). The bars sit under the worst seed with 12-15 points of headroom.
+TRAIN_PROJECTOR_BARS = {"cond_accuracy": 0.60, "size_accuracy": 0.90}
+TRAIN_PROJECTOR_CLASS_GAP = 0.35
 TRAIN_PROJECTOR_SAMPLE_STEPS = 25  # DDIM steps of the check's samples (the capstone's evaluation; guidance: the decoder's, 2)
 TRAIN_PROJECTOR_SEED = 81_100  # the check's noise
 
