@@ -14,7 +14,15 @@ Tiers, as in every chapter:
   and the gradients of both with respect to the input and the codebook;
 - **train**: the learner's trained tokenizer is measured, never trained here, on held-out images the
   check draws with its own seed: reconstruction error (PSNR) from the tokens alone, what the shipped
-  chapter-9 judge reads on the reconstructions (shape and colour), and how many codes it uses;
+  chapter-9 judge reads on the reconstructions (colour graded, shape reported), and how many codes it uses.
+  The solution's recipe (:func:`train_tokenizer_solution`: 8x8 grid of 16-d vectors, 128 codes, 1,000 steps of
+  64, Adam 2e-3, the shape's pixels weighted 5x, codebook started from encoder outputs, dead codes restarted
+  every 100 steps for the first 80%) measured on seeds 0-4 (2026-12-03, 1 thread on the shared 2-core machine
+  at load 7-11, 195-350 s each): PSNR 24.01, 23.51, 23.92, 24.17, 23.14 dB (bar 22: worst 1.1 dB above; the mean
+  image scores 19.35 dB), judge colour 100% on every seed (bar 90%), codes used 127-128 of 128 (bar 16), judge
+  shape 44.9, 30.5, 52.0, 52.7, 21.9% (chance 20%: too spread for a bar, so it is printed, not graded).
+  Without the shape weighting seed 4 lost the colours (47%, PSNR 21.1 dB); 600 steps with 64 codes gave
+  21.8 dB on seed 0;
 - a **stretch**: the EMA codebook update (VQ-VAE's appendix, Sonnet's ``VectorQuantizerEMA``).
 
 Every case is sized so that each named mistake gives a result different from the right answer (guards
