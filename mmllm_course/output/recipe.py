@@ -23,6 +23,16 @@ Held-out requests (:func:`held_out_requests`): phrasings the training never show
 the 160 one-object captions never appear in training at all (those whose four labels sum to a
 multiple of 5, so every colour, shape, size and position still does), and the requests for them are
 scored apart (``unseen_*``).
+
+Measured with the defaults (2026-12-03, 1 thread on a shared 2-core machine at load 8-13, so the
+times are inflated: 447-595 s of training per seed; the issue's budget of 90 s quiet is not met),
+128 held-out requests, 10 DDIM steps, guidance 3, seeds 0 / 1 / 2: colour and shape right 96.1% /
+96.9% / 94.5%, signal tokens emitted 100% each; true caption conditioning 97.7%, random 9.4%; on
+the 21 requests for never-trained combinations 85.7% / 100% / 85.7% (seed 1 drew the wrong size for
+81% of them: size 78.9% overall). On the way: trained jointly (rows and projector together, the
+projector reading hidden states that moved under it) the held-out l2 stayed at 21 after 300 steps,
+against 5.7 in two stages; 600 projector steps gave 85.9% (256 requests), 1,000 steps 96.1%;
+guidance 5 instead of 3 changed nothing measurable (86.7% vs 85.9%).
 """
 
 from __future__ import annotations
