@@ -409,8 +409,13 @@ pixels = torch.rand(4, 3, 32, 32)
 with torch.no_grad():
     theirs_out, ours_out = hf_vit.embeddings(pixels), ours(pixels)  # (B, 1 + N, D) each
 max_diff = (ours_out - theirs_out).abs().max().item()
-print(f"transformers ViTEmbeddings {tuple(theirs_out.shape)} vs ours {tuple(ours_out.shape)} | max |difference| = {max_diff:.1e}")
-assert max_diff < 1e-5
+scale = theirs_out.abs().max().item()  # outputs reach ~20 with these weights
+print(f"transformers ViTEmbeddings {tuple(theirs_out.shape)} vs ours {tuple(ours_out.shape)} | max |difference| = {max_diff:.1e}"
+      f" on outputs up to {scale:.0f} (relative {max_diff / scale:.0e})")
+# Float32 keeps about 7 significant digits, and a convolution and a matrix product add the same 192
+# products in different orders (which order depends on the CPU: AVX-512 and AVX2 kernels differ),
+# so "equal" means equal to a few float32 roundings of the output's size.
+assert max_diff < 1e-5 * scale
 
 # The check can fail: the same kernel flattened in its stored (c p1 p2) order instead of (p1 p2 c).
 wrong = vision_embeddings_from_vit(hf_vit.embeddings).eval()

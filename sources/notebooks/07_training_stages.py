@@ -224,7 +224,9 @@ by = {r["variant"]: r for r in rows}
 # %%
 lora1, skip, full = by["LoRA after stage 1"], by["LoRA, stage 1 skipped"], by["whole LM after stage 1"]
 assert lora1["qa_all"] >= skip["qa_all"] + 0.02 and lora1["qa_worst_type"] >= skip["qa_worst_type"] + 0.1, "stage 1 pays off"
-assert full["qa_all"] >= lora1["qa_all"] + 0.02, "at this budget the whole LM learns the task faster"
+assert full["qa_all"] >= skip["qa_all"] + 0.02, "the whole LM after stage 1 also beats skipping stage 1"
+assert full["trainable"] > 5 * lora1["trainable"], "the whole LM trains many more weights than LoRA"
+print(f"whole LM - LoRA: {full['qa_all'] - lora1['qa_all']:+.1%} (not asserted: its sign depends on the CPU, below)")
 assert max(r["caption_after"] for r in rows) <= caption_before - 0.5, "stage 2 on questions alone forgets captioning"
 
 # %% [markdown]
@@ -236,11 +238,14 @@ assert max(r["caption_after"] for r in rows) <= caption_before - 0.5, "stage 2 o
 #   question type (4-18 points overall, 15-31 on the worst type over the five seeds): stage 1 taught
 #   the bridge to write vectors the LM can read, so stage 2 only has to teach the task.
 # - **LoRA versus the whole LM.** The trainable column holds the bridge too: the LM's own share is
-#   the 7,168 adapter weights of LoRA against all 106,816 weights of the LM. At this short budget
-#   the whole LM learned faster (4-12 points more on every seed). That is the trade LoRA makes:
-#   fewer numbers to train and to store (a full copy of the LM per task, against kilobytes of
-#   adapters, Part 6), for a smaller change per step. The 400-step LoRA run of Part 4 shows the
-#   smaller change is enough here.
+#   the 7,168 adapter weights of LoRA against all 106,816 weights of the LM. Which of the two
+#   answers more at this short budget is **not** a stable result, so the cell does not assert it:
+#   on seeds 0-4 on one machine the whole LM won by 4-12 points, but the same seed-0 run on a CPU
+#   with AVX-512 kernels (another rounding path, principle 6 of the course) put LoRA 2.3 points
+#   ahead, and forcing AVX2 kernels on that CPU made it +5.8. A difference that flips with the
+#   rounding order is noise, not a finding. What LoRA reliably buys is fewer numbers to train and
+#   to store (a full copy of the LM per task, against kilobytes of adapters, Part 6), and the
+#   400-step LoRA run of Part 4 shows its smaller change per step is enough here.
 # - **Forgetting.** Trained on questions only, every stage-2 model loses the stage-1 skill (the
 #   captions column): asked to describe the image, it no longer writes the caption. Stage-2 recipes
 #   such as LLaVA-1.5's mix several kinds of data into the instruction set. Here, replaying captions
