@@ -225,7 +225,7 @@ by = {r["variant"]: r for r in rows}
 lora1, skip, full = by["LoRA after stage 1"], by["LoRA, stage 1 skipped"], by["whole LM after stage 1"]
 assert lora1["qa_all"] >= skip["qa_all"] + 0.02 and lora1["qa_worst_type"] >= skip["qa_worst_type"] + 0.1, "stage 1 pays off"
 assert full["qa_all"] >= skip["qa_all"] + 0.02, "the whole LM after stage 1 also beats skipping stage 1"
-assert full["trainable"] > 5 * lora1["trainable"], "the whole LM trains many more weights than LoRA"
+assert full["trainable"] - lora1["trainable"] > 90_000, "the whole LM trains its 106,816 weights, LoRA 7,168 adapters"
 print(f"whole LM - LoRA: {full['qa_all'] - lora1['qa_all']:+.1%} (not asserted: its sign depends on the CPU, below)")
 assert max(r["caption_after"] for r in rows) <= caption_before - 0.5, "stage 2 on questions alone forgets captioning"
 
