@@ -111,3 +111,23 @@ def test_bad_input_gets_a_clear_error():
         model.lm_forward(torch.tensor([[2, 5, 6]]))
     with pytest.raises(ValueError, match="template"):
         draw_request("a small red circle in the top left", "draw")
+
+
+def test_the_projector_reads_standardised_signal_states(trained):
+    model = trained.model
+    requests = [draw_request(caption_for("circle", c, "small", "top left"), REQUEST_TEMPLATES[0]) for c in COLORS]
+    with torch.no_grad():
+        hidden = model.signal_hidden(requests)  # (5, K, D)
+        # training set the statistics from its own requests: not the identity any more
+        assert not torch.equal(model.signal_mean, torch.zeros_like(model.signal_mean))
+        expected = model.projector((hidden - model.signal_mean) / model.signal_std)
+        assert torch.equal(model.project(hidden), expected) and torch.equal(model.conditioning(requests), expected)
+        fresh = build_model(QUICK, seed=0)
+        fresh.set_signal_statistics(hidden)
+        standardised = (hidden - fresh.signal_mean) / fresh.signal_std
+        torch.testing.assert_close(standardised.mean(0), torch.zeros_like(standardised[0]), atol=1e-3, rtol=0)
+        assert standardised.std(0).mean() > 0.9  # unit spread per feature (std + 1e-4 in the denominator)
+        assert "signal_mean" in fresh.state_dict() and "signal_std" in fresh.state_dict()  # saved with the model
+    for bad in (hidden[:1], hidden[:, :2], hidden.long()):
+        with pytest.raises((ValueError, TypeError), match="hidden"):
+            fresh.set_signal_statistics(bad)
