@@ -21,7 +21,7 @@ of Luo & Hu's point diffusion (2021, arXiv:2103.01458):
 
 **What the network predicts: v, not eps.** With ``prediction_type="v_prediction"`` (Salimans & Ho
 2022, arXiv:2202.00512) the target is ``v = sqrt(abar_t) * eps - sqrt(1 - abar_t) * x0``. A trial
-here (``../shared/REFERENCE-NOTES.md``: 256 points, 5 solids, a PointNet denoiser, DDPM 1000 steps
+here (a development trial: 256 points, 5 solids, a PointNet denoiser, DDPM 1000 steps
 ``squaredcos_cap_v2``, DDIM 50 steps, 120 s of training) gave 100% class-correct samples with v and
 46-91% with eps. Why: at the noisy end of the schedule ``x_t`` is almost all noise, so predicting eps
 is nearly the identity and says little about the shape, while the sampler recovers ``x0`` as
